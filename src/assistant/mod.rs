@@ -1,0 +1,1 @@
+//! Retrieval, prompt, generation, tools and guardrails: the bot turn.

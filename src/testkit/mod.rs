@@ -1,0 +1,1 @@
+//! Local servers that speak the documented wire protocols of the remote APIs we call.
