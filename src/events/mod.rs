@@ -1,0 +1,222 @@
+//! Durable events (transactional outbox) and their in-process dispatch.
+//!
+//! `publish` writes one queue row per subscribed consumer in the same commit as the state change it
+//! announces. After the commit the writer hands the envelopes to the dispatcher, which runs each
+//! consumer's handler; a handler removes its queue row ("ack") in the same commit as its effect.
+//! A crash at any point leaves the row in place and the event is delivered again on restart:
+//! delivery is at-least-once and every handler is idempotent.
+
+mod dispatch;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::collections as tags;
+use crate::storage::{
+    ChannelId, ConversationId, GlobalCollection, MessageId, Record, StoreError, TenantId, WriteCtx,
+};
+use crate::whatsapp::payload::{InboundMessage, StatusUpdate};
+
+pub use dispatch::{Delivery, Dispatcher, Handler, HandlerError, LaneKey};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Topic {
+    #[serde(rename = "whatsapp.incoming.messages")]
+    WhatsappIncoming,
+    #[serde(rename = "whatsapp.outgoing.messages")]
+    WhatsappOutgoing,
+    #[serde(rename = "knowledge.document.uploaded")]
+    KnowledgeDocumentUploaded,
+    #[serde(rename = "billing.quota.warning")]
+    BillingQuotaWarning,
+    #[serde(rename = "conversation.completed")]
+    ConversationCompleted,
+}
+
+impl Topic {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topic::WhatsappIncoming => "whatsapp.incoming.messages",
+            Topic::WhatsappOutgoing => "whatsapp.outgoing.messages",
+            Topic::KnowledgeDocumentUploaded => "knowledge.document.uploaded",
+            Topic::BillingQuotaWarning => "billing.quota.warning",
+            Topic::ConversationCompleted => "conversation.completed",
+        }
+    }
+}
+
+/// What happened. Each variant belongs to exactly one topic (`EventPayload::topic`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventPayload {
+    /// A customer's message, stored once by webhook ingress.
+    InboundMessage {
+        channel: ChannelId,
+        profile_name: Option<String>,
+        message: InboundMessage,
+    },
+    /// A delivery status of one of our messages (sent, delivered, read, failed).
+    InboundStatus {
+        channel: ChannelId,
+        status: StatusUpdate,
+    },
+    /// A message of ours is ready to be sent.
+    OutgoingMessage {
+        conversation: ConversationId,
+        message: MessageId,
+    },
+    DocumentUploaded {
+        document: String,
+    },
+    QuotaWarning {
+        threshold_percent: u32,
+        period: String,
+    },
+    ConversationCompleted {
+        conversation: ConversationId,
+    },
+}
+
+impl EventPayload {
+    pub fn topic(&self) -> Topic {
+        match self {
+            EventPayload::InboundMessage { .. } | EventPayload::InboundStatus { .. } => {
+                Topic::WhatsappIncoming
+            }
+            EventPayload::OutgoingMessage { .. } => Topic::WhatsappOutgoing,
+            EventPayload::DocumentUploaded { .. } => Topic::KnowledgeDocumentUploaded,
+            EventPayload::QuotaWarning { .. } => Topic::BillingQuotaWarning,
+            EventPayload::ConversationCompleted { .. } => Topic::ConversationCompleted,
+        }
+    }
+}
+
+/// An event as stored in a consumer's queue and handed to its handler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub seq: u64,
+    pub consumer: Consumer,
+    pub tenant: TenantId,
+    pub at_ms: i64,
+    pub payload: EventPayload,
+}
+
+impl Envelope {
+    pub fn topic(&self) -> Topic {
+        self.payload.topic()
+    }
+}
+
+impl Record for Envelope {
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "event";
+}
+
+/// The in-process services that consume events. Each has its own durable queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consumer {
+    Conversations,
+    Sender,
+}
+
+impl Consumer {
+    pub const ALL: &'static [Consumer] = &[Consumer::Conversations, Consumer::Sender];
+
+    fn tag(&self) -> u8 {
+        match self {
+            Consumer::Conversations => 1,
+            Consumer::Sender => 2,
+        }
+    }
+
+    /// Which topics this consumer subscribes to.
+    pub fn subscribes_to(&self, topic: Topic) -> bool {
+        match self {
+            Consumer::Conversations => matches!(topic, Topic::WhatsappIncoming),
+            Consumer::Sender => matches!(topic, Topic::WhatsappOutgoing),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Consumer::Conversations => "conversations",
+            Consumer::Sender => "whatsapp_sender",
+        }
+    }
+}
+
+pub(crate) const EVENT_QUEUE: GlobalCollection<Envelope> = GlobalCollection::new(tags::EVENT_QUEUE);
+
+/// A delivery that failed too often, kept for the operator instead of blocking its lane forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub envelope: Envelope,
+    pub error: String,
+    pub attempts: u32,
+    pub at_ms: i64,
+}
+
+impl Record for DeadLetter {
+    const VERSION: u16 = 1;
+    const NAME: &'static str = "dead letter";
+}
+
+pub(crate) const DEAD_LETTERS: GlobalCollection<DeadLetter> =
+    GlobalCollection::new(tags::DEAD_LETTERS);
+
+fn queue_key(consumer: Consumer, seq: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = consumer.tag();
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Publishes `payload` for `tenant` in the current write: one queue row per subscribed consumer.
+/// The event exists if and only if the surrounding commit succeeds.
+pub fn publish(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    payload: EventPayload,
+) -> Result<(), StoreError> {
+    let topic = payload.topic();
+    let at_ms = now_ms();
+    for consumer in Consumer::ALL {
+        if !consumer.subscribes_to(topic) {
+            continue;
+        }
+        let seq = ctx.take_seq();
+        let envelope = Envelope {
+            seq,
+            consumer: *consumer,
+            tenant,
+            at_ms,
+            payload: payload.clone(),
+        };
+        ctx.operator()
+            .put(&EVENT_QUEUE, &queue_key(*consumer, seq), &envelope)?;
+        ctx.record_published(envelope);
+    }
+    Ok(())
+}
+
+/// Removes a delivered event from its consumer's queue, in the caller's write.
+pub fn ack(ctx: &mut WriteCtx<'_>, consumer: Consumer, seq: u64) -> Result<(), StoreError> {
+    ctx.operator().delete(&EVENT_QUEUE, &queue_key(consumer, seq))?;
+    Ok(())
+}
+
+/// Queue depth per consumer (metrics, readiness, tests).
+pub fn queue_depth(store: &crate::storage::Store, consumer: Consumer) -> Result<usize, StoreError> {
+    store.read(|r| {
+        Ok(r.operator()
+            .scan(&EVENT_QUEUE, &[consumer.tag()], false, usize::MAX)?
+            .len())
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+//! redb access: the one source of truth.
+//!
+//! One writer thread owns all writes and folds concurrent requests into shared durable commits
+//! (group commit): a caller's future resolves only after the commit holding its write is on disk.
+//! Reads run on MVCC snapshots in the caller's task and never wait for the writer.
+
+pub mod collections;
+pub mod ids;
+pub mod record;
+pub mod scoped;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use redb::{Database, Durability, ReadableTable, TableHandle};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::events::Envelope;
+pub use ids::*;
+pub use record::Record;
+pub use scoped::{
+    Collection, GlobalCollection, GlobalWrite, OperatorRead, OperatorWrite, Rows, TenantRead,
+    TenantWrite,
+};
+use scoped::{WriteTables, GLOBAL_TABLE, TENANT_TABLE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the store is shutting down")]
+    Closed,
+    /// A write rejected by its own logic (validation, conflict). Nothing of it was committed.
+    #[error("{message}")]
+    Rejected { code: &'static str, message: String },
+}
+
+impl StoreError {
+    pub fn rejected(code: &'static str, message: impl Into<String>) -> Self {
+        StoreError::Rejected {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Io(_) => "storage_io",
+            StoreError::Corrupt(_) => "storage_corrupt",
+            StoreError::Closed => "storage_closed",
+            StoreError::Rejected { code, .. } => code,
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Io(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// Everything one write job may touch: the two tables and the events published in this commit.
+pub struct WriteCtx<'t> {
+    tables: WriteTables<'t>,
+    next_seq: u64,
+    published: Vec<Envelope>,
+}
+
+impl<'t> WriteCtx<'t> {
+    /// A handle scoped to one tenant. The tenant id comes from an authenticated request or from an
+    /// event that carries it; the handle then builds every key itself.
+    pub fn tenant(&mut self, tenant: TenantId) -> TenantWrite<'_, 't> {
+        TenantWrite {
+            tenant,
+            tables: &mut self.tables,
+        }
+    }
+
+    /// The explicit operator path: cross-tenant work only (registry, routing, dispatch, deletion).
+    pub fn operator(&mut self) -> OperatorWrite<'_, 't> {
+        OperatorWrite {
+            tables: &mut self.tables,
+        }
+    }
+
+    /// Reserves the next event sequence number (used by `events::publish`).
+    pub(crate) fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    pub(crate) fn record_published(&mut self, envelope: Envelope) {
+        self.published.push(envelope);
+    }
+}
+
+/// A read snapshot.
+pub struct ReadCtx {
+    tenant: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    global: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl ReadCtx {
+    pub fn tenant(&self, tenant: TenantId) -> TenantRead<'_> {
+        TenantRead {
+            tenant,
+            table: &self.tenant,
+        }
+    }
+    pub fn operator(&self) -> OperatorRead<'_> {
+        OperatorRead {
+            global: &self.global,
+            tenant: &self.tenant,
+        }
+    }
+}
+
+trait Job: Send {
+    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> Result<(), StoreError>;
+    fn finish(self: Box<Self>, result: Result<(), StoreError>);
+}
+
+struct TypedJob<F, R> {
+    op: F,
+    output: Option<R>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<F, R> Job for TypedJob<F, R>
+where
+    F: FnMut(&mut WriteCtx<'_>) -> Result<R, StoreError> + Send,
+    R: Send,
+{
+    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> Result<(), StoreError> {
+        self.output = Some((self.op)(ctx)?);
+        Ok(())
+    }
+    fn finish(mut self: Box<Self>, result: Result<(), StoreError>) {
+        let outcome = match (result, self.output.take()) {
+            (Ok(()), Some(output)) => Ok(output),
+            (Ok(()), None) => Err(StoreError::Io("write produced no result".into())),
+            (Err(e), _) => Err(e),
+        };
+        // The caller may have gone away (request cancelled); its write is committed regardless.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Called by the writer thread with the events of each durable commit, in commit order.
+pub type CommitListener = Box<dyn Fn(Vec<Envelope>) + Send + Sync>;
+
+/// Group-commit statistics, for benchmarks and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub jobs: u64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    path: PathBuf,
+    stats: Arc<std::sync::Mutex<CommitStats>>,
+}
+
+const META_NEXT_SEQ: &[u8] = b"next_event_seq";
+
+impl Store {
+    /// Opens (or creates) the database at `path` and starts the writer thread. `listener` hears of
+    /// every committed event.
+    pub fn open(path: &Path, max_batch: usize, listener: CommitListener) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        {
+            // Create both tables up front so read transactions never meet a missing table.
+            let txn = db.begin_write()?;
+            txn.open_table(TENANT_TABLE)?;
+            txn.open_table(GLOBAL_TABLE)?;
+            txn.commit()?;
+        }
+        let db = Arc::new(db);
+        let next_seq = {
+            let txn = db.begin_read()?;
+            let global = txn.open_table(GLOBAL_TABLE)?;
+            let key = meta_key(META_NEXT_SEQ);
+            let value = global.get(key.as_slice())?;
+            match value {
+                Some(v) => {
+                    let bytes: [u8; 8] = v
+                        .value()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("event sequence counter".into()))?;
+                    u64::from_be_bytes(bytes)
+                }
+                None => 1,
+            }
+        };
+        // Bounded: when the writer falls behind, callers wait (backpressure) instead of memory growing.
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 8);
+        let stats = Arc::new(std::sync::Mutex::new(CommitStats::default()));
+        let writer_db = db.clone();
+        let writer_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("wacrm-writer".into())
+            .spawn(move || writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats))
+            .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            db,
+            jobs: tx,
+            path: path.to_path_buf(),
+            stats,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Runs `op` inside a shared durable commit and returns its result once that commit is on disk.
+    /// `op` may run more than once (if another job of its batch fails, the batch is retried without
+    /// it), so it must not consume what it captures. An `Err` from `op` discards all of its writes.
+    pub async fn write<R, F>(&self, op: F) -> Result<R, StoreError>
+    where
+        F: FnMut(&mut WriteCtx<'_>) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(TypedJob {
+            op,
+            output: None,
+            reply,
+        });
+        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a consistent snapshot. Cheap; safe to call from async code for short reads.
+    pub fn read<R>(&self, f: impl FnOnce(&ReadCtx) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let txn = self.db.begin_read()?;
+        let ctx = ReadCtx {
+            tenant: txn.open_table(TENANT_TABLE)?,
+            global: txn.open_table(GLOBAL_TABLE)?,
+        };
+        f(&ctx)
+    }
+
+    /// Names of the tables in the file (used by checks and tests).
+    pub fn table_names(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .list_tables()?
+            .map(|t| t.name().to_string())
+            .collect::<Vec<_>>())
+    }
+}
+
+fn meta_key(name: &[u8]) -> Vec<u8> {
+    let mut key = vec![collections::GLOBAL_META_TAG];
+    key.extend_from_slice(name);
+    key
+}
+
+fn writer_loop(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    max_batch: usize,
+    mut next_seq: u64,
+    listener: CommitListener,
+    stats: Arc<std::sync::Mutex<CommitStats>>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let size = batch.len();
+        let published = commit_batch(&db, batch, &mut next_seq);
+        if let Ok(mut s) = stats.lock() {
+            s.commits += 1;
+            s.jobs += size as u64;
+        }
+        tracing::trace!(jobs = size, elapsed_us = started.elapsed().as_micros() as u64, "group commit");
+        if !published.is_empty() {
+            listener(published);
+        }
+    }
+    tracing::debug!("writer thread stopped");
+}
+
+/// Runs a batch of jobs in one transaction. A job whose own logic fails is answered with its error
+/// and the batch is retried without it, so one bad write never takes others down with it.
+fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) -> Vec<Envelope> {
+    loop {
+        if jobs.is_empty() {
+            return Vec::new();
+        }
+        let attempt = run_jobs(db, &mut jobs, *next_seq);
+        match attempt {
+            Ok((seq_after, published)) => {
+                *next_seq = seq_after;
+                for job in jobs {
+                    job.finish(Ok(()));
+                }
+                return published;
+            }
+            Err(BatchFailure::Job(index, error)) => {
+                let failed = jobs.remove(index);
+                failed.finish(Err(error));
+            }
+            Err(BatchFailure::Storage(error)) => {
+                let message = error.to_string();
+                tracing::error!(error = %message, "commit failed");
+                for job in jobs {
+                    job.finish(Err(StoreError::Io(message.clone())));
+                }
+                return Vec::new();
+            }
+        }
+    }
+}
+
+enum BatchFailure {
+    Job(usize, StoreError),
+    Storage(StoreError),
+}
+
+fn run_jobs(
+    db: &Database,
+    jobs: &mut [Box<dyn Job>],
+    first_seq: u64,
+) -> Result<(u64, Vec<Envelope>), BatchFailure> {
+    let mut txn = db.begin_write().map_err(|e| BatchFailure::Storage(e.into()))?;
+    txn.set_durability(Durability::Immediate);
+    let (seq_after, published) = {
+        let tables = WriteTables {
+            tenant: txn
+                .open_table(TENANT_TABLE)
+                .map_err(|e| BatchFailure::Storage(e.into()))?,
+            global: txn
+                .open_table(GLOBAL_TABLE)
+                .map_err(|e| BatchFailure::Storage(e.into()))?,
+        };
+        let mut ctx = WriteCtx {
+            tables,
+            next_seq: first_seq,
+            published: Vec::new(),
+        };
+        for (index, job) in jobs.iter_mut().enumerate() {
+            if let Err(error) = job.run(&mut ctx) {
+                // Dropping `ctx` and `txn` without commit aborts everything of this attempt.
+                return Err(match error {
+                    StoreError::Io(_) => BatchFailure::Storage(error),
+                    other => BatchFailure::Job(index, other),
+                });
+            }
+        }
+        if ctx.next_seq != first_seq {
+            let key = meta_key(META_NEXT_SEQ);
+            ctx.tables
+                .global
+                .insert(key.as_slice(), ctx.next_seq.to_be_bytes().as_slice())
+                .map_err(|e| BatchFailure::Storage(e.into()))?;
+        }
+        (ctx.next_seq, ctx.published)
+    };
+    txn.commit().map_err(|e| BatchFailure::Storage(e.into()))?;
+    Ok((seq_after, published))
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The sequence number the next published event will get, as of this snapshot. Every event with a
+/// smaller number was committed before the snapshot.
+pub fn next_event_seq(op: &OperatorRead<'_>) -> Result<u64, StoreError> {
+    let key = meta_key(META_NEXT_SEQ);
+    match op.global.get(key.as_slice())? {
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("event sequence counter".into()))?;
+            Ok(u64::from_be_bytes(bytes))
+        }
+        None => Ok(1),
+    }
+}
