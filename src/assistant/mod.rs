@@ -1,1 +1,3 @@
 //! Retrieval, prompt, generation, tools and guardrails: the bot turn.
+
+pub mod llm;
