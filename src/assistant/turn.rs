@@ -1,0 +1,384 @@
+//! One bot turn: decide (reply, or hand off and why), then commit the outcome together with its
+//! events, but only if the turn is still current (no newer message rescheduled it, no agent took
+//! the conversation meanwhile). The decision may call a remote model; the commit never does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::language::{self, Lang};
+use super::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, ToolDef};
+use super::{intent, Assistant, KnowledgePassage};
+use crate::conversations::actions::{clear_pending_turn, hand_off, queue_outbound};
+use crate::conversations::turns::{ScheduledTurn, TurnFuture, TurnResult, TurnRunner};
+use crate::conversations::{
+    Author, Conversation, ConversationState, HandoffReason, LiveUpdate, Message, MessageBody,
+    Source, CONVERSATIONS, PENDING_TURNS,
+};
+use crate::storage::{StoreError, TenantId};
+use crate::tenants::{Tenant, TenantStatus};
+use crate::whatsapp::outbound::OutboundContent;
+
+/// What the turn decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Reply { text: String, sources: Vec<Source> },
+    HandOff { reason: HandoffReason, notice: String },
+    /// Nothing to say (tenant suspended, conversation no longer in bot mode).
+    Silent,
+}
+
+const HANDOFF_TOOL: &str = "handoff_to_human";
+
+fn handoff_tool() -> ToolDef {
+    ToolDef::new(
+        HANDOFF_TOOL,
+        "Pass the conversation to a human agent. Use it when the customer asks for a person, when \
+         the knowledge passages do not answer the question, for complaints, refunds, or anything \
+         that needs a person's judgement.",
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "reason": {"type": "string", "description": "Short reason for the agent."}
+            },
+            "required": ["reason"]
+        }),
+    )
+}
+
+impl TurnRunner for Assistant {
+    fn run_turn(&self, turn: ScheduledTurn) -> TurnFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.turn(turn).await {
+                Ok(()) => TurnResult::Done,
+                Err(e) => {
+                    tracing::warn!(tenant = %turn.tenant, conversation = %turn.conversation, error = %e, "assistant turn failed; retrying");
+                    TurnResult::RetryAfter(Duration::from_secs(2))
+                }
+            }
+        })
+    }
+}
+
+struct TurnInput {
+    tenant: Tenant,
+    conversation: Conversation,
+    history: Vec<Message>,
+    /// The customer's messages since the last reply, joined.
+    question: String,
+    last_customer_wamid: Option<String>,
+}
+
+impl Assistant {
+    async fn turn(&self, turn: ScheduledTurn) -> Result<(), StoreError> {
+        let Some(input) = self.load_turn(turn)? else {
+            return Ok(());
+        };
+        self.live.publish(LiveUpdate {
+            tenant: turn.tenant,
+            conversation: turn.conversation,
+            what: "assistant_working",
+        });
+        if let Some(wamid) = &input.last_customer_wamid {
+            self.mark_read_and_typing(turn.tenant, &input.conversation, wamid.clone());
+        }
+        let decision = self.decide(&input).await;
+        self.commit(turn, decision).await
+    }
+
+    /// Reads what the turn needs; None when the turn is stale or already done.
+    fn load_turn(&self, turn: ScheduledTurn) -> Result<Option<TurnInput>, StoreError> {
+        let history_len = self.history_messages;
+        self.store.read(|r| {
+            let t = r.tenant(turn.tenant);
+            match t.get(&PENDING_TURNS, turn.conversation.as_bytes())? {
+                Some(p) if p.turn == turn.turn => {}
+                _ => return Ok(None),
+            }
+            let Some(conversation) = t.get(&CONVERSATIONS, turn.conversation.as_bytes())? else {
+                return Ok(None);
+            };
+            let Some(tenant) = r
+                .operator()
+                .get(&crate::tenants::TENANTS, turn.tenant.as_bytes())?
+            else {
+                return Ok(None);
+            };
+            let mut history: Vec<Message> = t
+                .scan(
+                    &crate::conversations::MESSAGES,
+                    turn.conversation.as_bytes(),
+                    true,
+                    history_len,
+                )?
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect();
+            history.reverse();
+            let mut pending_questions = Vec::new();
+            let mut last_customer_wamid = None;
+            for m in history.iter().rev() {
+                match m.author {
+                    Author::Customer => {
+                        if last_customer_wamid.is_none() {
+                            last_customer_wamid = m.wamid.clone();
+                        }
+                        pending_questions.push(m.body.preview_text());
+                    }
+                    Author::Assistant | Author::Agent => break,
+                    Author::System => {}
+                }
+            }
+            pending_questions.reverse();
+            Ok(Some(TurnInput {
+                tenant,
+                conversation,
+                history,
+                question: pending_questions.join("\n"),
+                last_customer_wamid,
+            }))
+        })
+    }
+
+    pub(crate) async fn decide(&self, input: &TurnInput) -> Decision {
+        if input.tenant.status != TenantStatus::Active
+            || input.conversation.state != ConversationState::Bot
+        {
+            return Decision::Silent;
+        }
+        let lang = language::detect(&input.question);
+        if intent::wants_human(&input.question) {
+            return Decision::HandOff {
+                reason: HandoffReason::CustomerAsked,
+                notice: language::handoff_notice(lang).into(),
+            };
+        }
+        let passages = match &self.knowledge {
+            Some(kb) => kb.retrieve(input.tenant.id, input.conversation.outlet, &input.question),
+            None => Vec::new(),
+        };
+        match &self.llm {
+            Some(llm) => self.generate(llm, input, &passages, lang).await,
+            None => offline_answer(&passages, lang),
+        }
+    }
+
+    async fn generate(
+        &self,
+        llm: &Arc<LlmClient>,
+        input: &TurnInput,
+        passages: &[KnowledgePassage],
+        lang: Lang,
+    ) -> Decision {
+        let mut messages = vec![ChatMessage::system(system_prompt(&input.tenant, passages))];
+        for m in &input.history {
+            match (&m.author, &m.body) {
+                (Author::Customer, body) => messages.push(ChatMessage::user(body.preview_text())),
+                (Author::Assistant, MessageBody::Outbound { content }) => {
+                    messages.push(ChatMessage::assistant(content.preview_text()))
+                }
+                (Author::Agent, MessageBody::Outbound { content }) => messages.push(
+                    ChatMessage::assistant(format!("(a human agent wrote) {}", content.preview_text())),
+                ),
+                _ => {}
+            }
+        }
+        let sources: Vec<Source> = passages.iter().map(KnowledgePassage::to_source).collect();
+        for _round in 0..self.max_tool_rounds {
+            let request = ChatRequest::new(messages.clone()).with_tools(vec![handoff_tool()]);
+            let response: ChatResponse = match llm.chat(&request).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(tenant = %input.tenant.id, conversation = %input.conversation.id, code = e.code(), "generation failed; handing off");
+                    return Decision::HandOff {
+                        reason: HandoffReason::ProviderFailure {
+                            detail: e.code().to_string(),
+                        },
+                        notice: language::holding_message(lang).into(),
+                    };
+                }
+            };
+            if let Some(call) = response.tool_calls.first() {
+                if call.name == HANDOFF_TOOL {
+                    let detail = call
+                        .args()
+                        .ok()
+                        .and_then(|a| a.get("reason"))
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("no reason given")
+                        .chars()
+                        .take(200)
+                        .collect();
+                    return Decision::HandOff {
+                        reason: HandoffReason::ToolCall { detail },
+                        notice: language::handoff_notice(lang).into(),
+                    };
+                }
+                // An unknown tool: tell the model and let it try again, within the round bound.
+                messages.push(response.to_assistant_message());
+                for call in &response.tool_calls {
+                    messages.push(ChatMessage::tool_result(
+                        call.id.clone(),
+                        format!("error: no tool named {:?}; answer the customer or call {HANDOFF_TOOL}", call.name),
+                    ));
+                }
+                continue;
+            }
+            let text = response.text().trim().to_string();
+            if text.is_empty() {
+                return Decision::HandOff {
+                    reason: HandoffReason::ProviderFailure {
+                        detail: "empty answer".into(),
+                    },
+                    notice: language::holding_message(lang).into(),
+                };
+            }
+            return Decision::Reply {
+                text: truncate_for_whatsapp(&text),
+                sources: sources.clone(),
+            };
+        }
+        Decision::HandOff {
+            reason: HandoffReason::ToolLoop,
+            notice: language::handoff_notice(lang).into(),
+        }
+    }
+
+    async fn commit(&self, turn: ScheduledTurn, decision: Decision) -> Result<(), StoreError> {
+        let tenant = turn.tenant;
+        let changed = self
+            .store
+            .write(move |ctx| {
+                let current = ctx
+                    .tenant(tenant)
+                    .get(&PENDING_TURNS, turn.conversation.as_bytes())?;
+                if current.map(|p| p.turn) != Some(turn.turn) {
+                    // A newer message rescheduled the turn (it will answer everything), or this
+                    // turn already committed before a crash: either way, say nothing now.
+                    return Ok(false);
+                }
+                let Some(mut c) = ctx
+                    .tenant(tenant)
+                    .get(&CONVERSATIONS, turn.conversation.as_bytes())?
+                else {
+                    return Ok(false);
+                };
+                clear_pending_turn(ctx, tenant, c.id)?;
+                if c.state != ConversationState::Bot {
+                    return Ok(true);
+                }
+                match &decision {
+                    Decision::Silent => {}
+                    Decision::Reply { text, sources } => {
+                        queue_outbound(
+                            ctx,
+                            tenant,
+                            &mut c,
+                            Author::Assistant,
+                            OutboundContent::Text {
+                                body: text.clone(),
+                                preview_url: false,
+                            },
+                            sources.clone(),
+                        )?;
+                    }
+                    Decision::HandOff { reason, notice } => {
+                        queue_outbound(
+                            ctx,
+                            tenant,
+                            &mut c,
+                            Author::Assistant,
+                            OutboundContent::Text {
+                                body: notice.clone(),
+                                preview_url: false,
+                            },
+                            Vec::new(),
+                        )?;
+                        hand_off(ctx, tenant, &mut c, reason.clone())?;
+                    }
+                }
+                ctx.tenant(tenant).put(&CONVERSATIONS, c.id.as_bytes(), &c)?;
+                Ok(true)
+            })
+            .await?;
+        if changed {
+            self.live.publish(LiveUpdate::message(tenant, turn.conversation));
+        }
+        Ok(())
+    }
+
+    /// Best effort and off the turn's path: a failed read receipt must not delay the answer.
+    fn mark_read_and_typing(&self, tenant: TenantId, conversation: &Conversation, wamid: String) {
+        let sender = self.sender.clone();
+        let channel = conversation.channel;
+        tokio::spawn(async move {
+            sender.mark_read(tenant, channel, &wamid).await;
+        });
+    }
+}
+
+/// Without a model: answer with the best passage when it is strong enough, else hand off. Never
+/// invents anything.
+fn offline_answer(passages: &[KnowledgePassage], lang: Lang) -> Decision {
+    match passages.first() {
+        Some(best) if best.confident => Decision::Reply {
+            text: truncate_for_whatsapp(&best.text),
+            sources: vec![best.to_source()],
+        },
+        _ => Decision::HandOff {
+            reason: HandoffReason::NoGroundedAnswer,
+            notice: language::handoff_notice(lang).into(),
+        },
+    }
+}
+
+fn system_prompt(tenant: &Tenant, passages: &[KnowledgePassage]) -> String {
+    let mut prompt = format!(
+        "You are the WhatsApp customer-service assistant of {name}. Be brief, friendly and \
+         factual. Reply in the language the customer writes in. Answer only from the numbered \
+         knowledge passages below; never invent prices, hours, policies or other facts. If the \
+         passages do not answer the question, say you do not know and offer to connect a person, \
+         or call {HANDOFF_TOOL}. Call {HANDOFF_TOOL} at once for complaints, refunds, or when the \
+         customer asks for a person.\n\nKnowledge passages:\n",
+        name = tenant.name
+    );
+    if passages.is_empty() {
+        prompt.push_str("(none found for this question)\n");
+    }
+    for (i, p) in passages.iter().enumerate() {
+        prompt.push_str(&format!("[{}] ({}) {}\n", i + 1, p.document, p.text));
+    }
+    prompt
+}
+
+/// WhatsApp text messages hold at most 4096 characters.
+fn truncate_for_whatsapp(text: &str) -> String {
+    if text.chars().count() <= 4096 {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(4093).collect();
+    out.push_str("...");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_without_knowledge_hands_off_in_the_customers_language() {
+        match offline_answer(&[], Lang::Indonesian) {
+            Decision::HandOff { reason, notice } => {
+                assert_eq!(reason, HandoffReason::NoGroundedAnswer);
+                assert!(notice.contains("tim kami"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_replies_fit_whatsapp() {
+        let long = "a".repeat(5000);
+        assert_eq!(truncate_for_whatsapp(&long).chars().count(), 4096);
+    }
+}

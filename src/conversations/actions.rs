@@ -1,0 +1,243 @@
+//! State changes of a conversation, each committed together with the events it causes: queueing a
+//! reply, handing off, an agent taking over, handing back, closing.
+
+use super::model::*;
+use super::turns::{schedule_key, TURN_SCHEDULE};
+use crate::events::{publish, EventPayload};
+use crate::storage::{ConversationId, MessageId, Store, StoreError, TenantId, WriteCtx};
+use crate::whatsapp::outbound::OutboundContent;
+
+fn load(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Conversation, StoreError> {
+    ctx.tenant(tenant)
+        .get(&CONVERSATIONS, conversation.as_bytes())?
+        .ok_or_else(|| StoreError::rejected("not_found", format!("conversation {conversation} not found")))
+}
+
+/// Stores an outbound message as queued and publishes it for the sender, in the caller's commit.
+pub fn queue_outbound(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: &mut Conversation,
+    author: Author,
+    content: OutboundContent,
+    sources: Vec<Source>,
+) -> Result<Message, StoreError> {
+    let now = crate::events::now_ms();
+    let message = Message {
+        id: MessageId::new(),
+        conversation: conversation.id,
+        direction: Direction::Outbound,
+        author,
+        body: MessageBody::Outbound { content },
+        status: MessageStatus::Queued,
+        wamid: None,
+        created_at_ms: now,
+        status_at_ms: now,
+        failure: None,
+        attempts: 0,
+        sources,
+    };
+    conversation.last_message_ms = now;
+    conversation.message_count += 1;
+    ctx.tenant(tenant)
+        .put(&MESSAGES, &message_key(conversation.id, message.id), &message)?;
+    publish(
+        ctx,
+        tenant,
+        EventPayload::OutgoingMessage {
+            conversation: conversation.id,
+            message: message.id,
+        },
+    )?;
+    Ok(message)
+}
+
+/// Stores an internal note (never sent to the customer).
+pub fn add_note(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: &mut Conversation,
+    author: Author,
+    text: String,
+) -> Result<Message, StoreError> {
+    let now = crate::events::now_ms();
+    let message = Message {
+        id: MessageId::new(),
+        conversation: conversation.id,
+        direction: Direction::Outbound,
+        author,
+        body: MessageBody::Note { text },
+        status: MessageStatus::Received,
+        wamid: None,
+        created_at_ms: now,
+        status_at_ms: now,
+        failure: None,
+        attempts: 0,
+        sources: Vec::new(),
+    };
+    conversation.last_message_ms = now;
+    conversation.message_count += 1;
+    ctx.tenant(tenant)
+        .put(&MESSAGES, &message_key(conversation.id, message.id), &message)?;
+    Ok(message)
+}
+
+/// Removes a conversation's pending bot turn (both the per-conversation row and the schedule).
+pub fn clear_pending_turn(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<(), StoreError> {
+    let mut t = ctx.tenant(tenant);
+    if let Some(pending) = t.get(&PENDING_TURNS, conversation.as_bytes())? {
+        t.delete(&PENDING_TURNS, conversation.as_bytes())?;
+        t.global()
+            .delete(&TURN_SCHEDULE, &schedule_key(pending.due_ms, tenant, conversation))?;
+    }
+    Ok(())
+}
+
+/// Moves a conversation to `pending_human` with its reason, recorded as a note for agents.
+pub fn hand_off(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: &mut Conversation,
+    reason: HandoffReason,
+) -> Result<(), StoreError> {
+    conversation.state = ConversationState::PendingHuman;
+    add_note(
+        ctx,
+        tenant,
+        conversation,
+        Author::System,
+        format!("Handed to a person: {}", reason.describe()),
+    )?;
+    conversation.handoff_reason = Some(reason);
+    clear_pending_turn(ctx, tenant, conversation.id)
+}
+
+fn save(ctx: &mut WriteCtx<'_>, tenant: TenantId, c: &Conversation) -> Result<(), StoreError> {
+    ctx.tenant(tenant).put(&CONVERSATIONS, c.id.as_bytes(), c)
+}
+
+/// An agent takes the conversation: the assistant goes silent in it.
+pub async fn take_over(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Conversation, StoreError> {
+    store
+        .write(move |ctx| {
+            let mut c = load(ctx, tenant, conversation)?;
+            if c.state == ConversationState::Closed {
+                return Err(StoreError::rejected("conflict", "the conversation is closed"));
+            }
+            c.state = ConversationState::Human;
+            add_note(ctx, tenant, &mut c, Author::System, "An agent took over".into())?;
+            clear_pending_turn(ctx, tenant, conversation)?;
+            save(ctx, tenant, &c)?;
+            Ok(c)
+        })
+        .await
+}
+
+/// An agent's reply. Taking over is implied: an agent speaking means the assistant must not.
+pub async fn agent_reply(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+    text: String,
+) -> Result<Message, StoreError> {
+    let text = text.trim().to_string();
+    if text.is_empty() || text.chars().count() > 4096 {
+        return Err(StoreError::rejected(
+            "invalid_input",
+            "text: must be 1-4096 characters (WhatsApp's limit)",
+        ));
+    }
+    store
+        .write(move |ctx| {
+            let mut c = load(ctx, tenant, conversation)?;
+            if c.state == ConversationState::Closed {
+                return Err(StoreError::rejected("conflict", "the conversation is closed"));
+            }
+            if !c.window_open(crate::events::now_ms()) {
+                return Err(StoreError::rejected(
+                    "window_closed",
+                    "the 24-hour customer-service window is closed: only a template message can be sent",
+                ));
+            }
+            if c.state != ConversationState::Human {
+                c.state = ConversationState::Human;
+                clear_pending_turn(ctx, tenant, conversation)?;
+            }
+            let message = queue_outbound(
+                ctx,
+                tenant,
+                &mut c,
+                Author::Agent,
+                OutboundContent::Text {
+                    body: text.clone(),
+                    preview_url: false,
+                },
+                Vec::new(),
+            )?;
+            save(ctx, tenant, &c)?;
+            Ok(message)
+        })
+        .await
+}
+
+/// Hands the conversation back to the assistant.
+pub async fn hand_back(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Conversation, StoreError> {
+    store
+        .write(move |ctx| {
+            let mut c = load(ctx, tenant, conversation)?;
+            if c.state == ConversationState::Closed {
+                return Err(StoreError::rejected("conflict", "the conversation is closed"));
+            }
+            c.state = ConversationState::Bot;
+            c.handoff_reason = None;
+            add_note(ctx, tenant, &mut c, Author::System, "Handed back to the assistant".into())?;
+            save(ctx, tenant, &c)?;
+            Ok(c)
+        })
+        .await
+}
+
+/// Closes the conversation and announces `conversation.completed`. The customer's next message
+/// opens a new conversation (in bot mode), so closing never reopens a handoff loop.
+pub async fn close(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Conversation, StoreError> {
+    store
+        .write(move |ctx| {
+            let mut c = load(ctx, tenant, conversation)?;
+            if c.state == ConversationState::Closed {
+                return Ok(c);
+            }
+            c.state = ConversationState::Closed;
+            c.closed_at_ms = Some(crate::events::now_ms());
+            clear_pending_turn(ctx, tenant, conversation)?;
+            ctx.tenant(tenant)
+                .delete(&OPEN_CONVERSATION, &open_key(c.channel, &c.contact_wa_id))?;
+            save(ctx, tenant, &c)?;
+            publish(
+                ctx,
+                tenant,
+                EventPayload::ConversationCompleted { conversation },
+            )?;
+            Ok(c)
+        })
+        .await
+}
