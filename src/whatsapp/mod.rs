@@ -1,1 +1,2 @@
 //! WhatsApp Cloud API: webhook ingress and the sender.
+pub mod payload;
