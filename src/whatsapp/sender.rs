@@ -1,0 +1,385 @@
+//! The sender: consumer of `whatsapp.outgoing.messages`.
+//!
+//! Per message: refuse free-form text outside the 24-hour window; pace per recipient (one lane per
+//! customer, so their messages leave in order with a minimum gap) and per business number (token
+//! bucket, Meta's default 80 msg/s); record the intent to send (`sending`) durably *before* the
+//! request; then apply the outcome: accepted → `sent` with its wamid; retryable (429, 5xx, 130429,
+//! 131056, code 2, ...) → backoff with jitter honouring Retry-After, bounded attempts; permanent →
+//! `failed` with the reason.
+//!
+//! Ambiguous sends. A request that timed out after it left, or a crash between recording
+//! `sending` and learning the answer, leaves us not knowing whether Meta accepted the message.
+//! Graph has no idempotency key, so a blind resend could reach the customer twice. Our choice:
+//! mark it `unconfirmed` and wait for evidence. Every send carries `biz_opaque_callback_data`,
+//! which Meta echoes in the status webhooks of that message; if a status arrives, the message is
+//! confirmed (it moves to sent/delivered/read) and is never resent. Meta emits the `sent` status
+//! within seconds of accepting a message, so if none has come after `reconcile_after` (two minutes
+//! by default), the message is taken as never accepted and sent once more. That is not blind: it
+//! is a resend only after the positive signal that would exist for an accepted message is absent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::graph::{backoff_delay, GraphClient, SendCredentials, SendOutcome};
+use crate::config::GraphSettings;
+use crate::conversations::{
+    message_key, Conversation, LiveBus, LiveUpdate, Message, MessageBody, MessageRef,
+    MessageStatus, CONVERSATIONS, MESSAGES, MESSAGE_BY_WAMID,
+};
+use crate::events::dispatch::HandlerFuture;
+use crate::events::{ack, Consumer, Delivery, Envelope, EventPayload, Handler, HandlerError, LaneKey};
+use crate::storage::{ChannelId, ConversationId, MessageId, Store, StoreError, TenantId};
+use crate::tenants::crypto::MasterKey;
+use crate::tenants::{self, Channel};
+
+/// A token bucket per business number.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+#[derive(Clone)]
+pub struct SenderHandle {
+    inner: Arc<SenderInner>,
+}
+
+struct SenderInner {
+    store: Store,
+    key: MasterKey,
+    graph: GraphClient,
+    settings: GraphSettings,
+    live: LiveBus,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    last_to_recipient: Mutex<HashMap<String, Instant>>,
+}
+
+enum Step {
+    /// Nothing (more) to do for this message.
+    Done,
+    /// Try again after this delay (retryable failure, or waiting for reconciliation).
+    Wait(Duration),
+}
+
+impl SenderHandle {
+    pub fn new(store: Store, key: MasterKey, graph: GraphClient, settings: GraphSettings, live: LiveBus) -> Self {
+        Self {
+            inner: Arc::new(SenderInner {
+                store,
+                key,
+                graph,
+                settings,
+                live,
+                buckets: Mutex::default(),
+                last_to_recipient: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Marks a customer's message read and shows the typing indicator. Best effort.
+    pub async fn mark_read(&self, tenant: TenantId, channel: ChannelId, wamid: &str) {
+        let Ok(Some(channel)) = tenants::get_channel(&self.inner.store, tenant, channel) else {
+            return;
+        };
+        let Some(creds) = self.credentials(tenant, &channel) else {
+            return;
+        };
+        if let Err(e) = self.inner.graph.mark_read(&creds, wamid, true).await {
+            tracing::debug!(tenant = %tenant, error = %e, "mark-read failed (harmless)");
+        }
+    }
+
+    fn credentials(&self, tenant: TenantId, channel: &Channel) -> Option<SendCredentials> {
+        let tenants::ChannelKind::CloudApi { api_version, .. } = &channel.kind else {
+            return None;
+        };
+        let secrets = match tenants::channel_secrets(&self.inner.key, tenant, channel) {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(tenant = %tenant, channel = %channel.id, error = %e, "cannot open channel secrets");
+                return None;
+            }
+        };
+        SendCredentials::new(api_version.clone(), channel.phone_number_id.clone(), secrets.access_token).ok()
+    }
+
+    async fn take_rate_token(&self, phone_number_id: &str) {
+        let rate = self.inner.settings.rate_per_second.max(1) as f64;
+        loop {
+            let wait = {
+                let mut buckets = match self.inner.buckets.lock() {
+                    Ok(b) => b,
+                    Err(p) => p.into_inner(),
+                };
+                let bucket = buckets.entry(phone_number_id.to_string()).or_insert(Bucket {
+                    tokens: rate,
+                    last: Instant::now(),
+                });
+                let now = Instant::now();
+                bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(rate);
+                bucket.last = now;
+                if bucket.tokens >= 1.0 {
+                    bucket.tokens -= 1.0;
+                    None
+                } else {
+                    Some(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+                }
+            };
+            match wait {
+                None => return,
+                Some(d) => tokio::time::sleep(d).await,
+            }
+        }
+    }
+
+    async fn pace_recipient(&self, recipient: &str) {
+        let gap = Duration::from_millis(self.inner.settings.recipient_gap_ms);
+        if gap.is_zero() {
+            return;
+        }
+        let wait = {
+            let map = match self.inner.last_to_recipient.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            map.get(recipient)
+                .map(|last| gap.saturating_sub(last.elapsed()))
+                .unwrap_or_default()
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn note_sent_to(&self, recipient: &str) {
+        if let Ok(mut map) = self.inner.last_to_recipient.lock() {
+            if map.len() > 100_000 {
+                map.retain(|_, t| t.elapsed() < Duration::from_secs(60));
+            }
+            map.insert(recipient.to_string(), Instant::now());
+        }
+    }
+
+    /// Updates the message (and acks the event when `done`), in one commit.
+    async fn update(
+        &self,
+        delivery: &Delivery,
+        tenant: TenantId,
+        at: MessageRef,
+        done: bool,
+        change: impl Fn(&mut Message) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let consumer = delivery.envelope.consumer;
+        let seq = delivery.envelope.seq;
+        self.inner
+            .store
+            .write(move |ctx| {
+                let key = message_key(at.conversation, at.message);
+                let mut t = ctx.tenant(tenant);
+                if let Some(mut m) = t.get(&MESSAGES, &key)? {
+                    change(&mut m);
+                    if let Some(wamid) = &m.wamid {
+                        t.put(&MESSAGE_BY_WAMID, wamid.as_bytes(), &at)?;
+                    }
+                    t.put(&MESSAGES, &key, &m)?;
+                }
+                if done {
+                    ack(ctx, consumer, seq)?;
+                }
+                Ok(())
+            })
+            .await?;
+        if done {
+            delivery.mark_acked();
+        }
+        self.inner.live.publish(LiveUpdate::status(tenant, at.conversation));
+        Ok(())
+    }
+
+    async fn fail(&self, delivery: &Delivery, tenant: TenantId, at: MessageRef, reason: String) -> Result<Step, StoreError> {
+        tracing::warn!(tenant = %tenant, conversation = %at.conversation, %reason, "message failed");
+        self.update(delivery, tenant, at, true, move |m| {
+            m.status = MessageStatus::Failed;
+            m.failure = Some(reason.clone());
+            m.status_at_ms = crate::events::now_ms();
+        })
+        .await?;
+        Ok(Step::Done)
+    }
+
+    /// One step of a message's life. Called again after each `Wait`.
+    async fn step(&self, delivery: &Delivery, tenant: TenantId, at: MessageRef) -> Result<Step, StoreError> {
+        let loaded = self.inner.store.read(|r| {
+            let t = r.tenant(tenant);
+            let m = t.get(&MESSAGES, &message_key(at.conversation, at.message))?;
+            let c = t.get(&CONVERSATIONS, at.conversation.as_bytes())?;
+            Ok((m, c))
+        })?;
+        let (Some(message), Some(conversation)) = loaded else {
+            return Ok(Step::Done);
+        };
+        let now = crate::events::now_ms();
+        match message.status {
+            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read | MessageStatus::Failed | MessageStatus::Received => {
+                return Ok(Step::Done);
+            }
+            MessageStatus::Sending => {
+                // We crashed after recording the intent and before learning the outcome.
+                self.update(delivery, tenant, at, false, |m| {
+                    m.status = MessageStatus::Unconfirmed;
+                    m.failure = Some("interrupted while sending; waiting for WhatsApp's status report".into());
+                    m.status_at_ms = crate::events::now_ms();
+                })
+                .await?;
+                return Ok(Step::Wait(Duration::from_millis(500)));
+            }
+            MessageStatus::Unconfirmed => {
+                let deadline = message.status_at_ms + self.inner.settings.reconcile_after_ms as i64;
+                if now < deadline {
+                    return Ok(Step::Wait(Duration::from_millis(((deadline - now) as u64).min(1_000))));
+                }
+                tracing::warn!(tenant = %tenant, conversation = %at.conversation, "no status report for an unconfirmed send; sending again");
+            }
+            MessageStatus::Queued => {}
+        }
+        let MessageBody::Outbound { content } = &message.body else {
+            return Ok(Step::Done);
+        };
+        if content.is_free_form() && !conversation.window_open(now) {
+            return self
+                .fail(delivery, tenant, at, "not sent: the 24-hour customer-service window is closed; only a template message can reach this customer now".into())
+                .await;
+        }
+        let Some(channel) = tenants::get_channel(&self.inner.store, tenant, conversation.channel).map_err(|e| StoreError::Io(e.to_string()))? else {
+            return self.fail(delivery, tenant, at, "the channel no longer exists".into()).await;
+        };
+        if channel.is_sandbox() {
+            return self.deliver_to_sandbox(delivery, tenant, at).await;
+        }
+        let Some(creds) = self.credentials(tenant, &channel) else {
+            return self.fail(delivery, tenant, at, "the channel's credentials are unusable".into()).await;
+        };
+        let attempts = message.attempts + 1;
+        if attempts > self.inner.settings.max_attempts {
+            let last = message.failure.clone().unwrap_or_default();
+            return self
+                .fail(delivery, tenant, at, format!("gave up after {} attempts: {last}", message.attempts))
+                .await;
+        }
+        self.pace_recipient(&conversation.contact_wa_id).await;
+        self.take_rate_token(&channel.phone_number_id).await;
+        // Durable intent before the request: after a crash we know this may have been sent.
+        self.update(delivery, tenant, at, false, move |m| {
+            m.status = MessageStatus::Sending;
+            m.attempts = attempts;
+            m.status_at_ms = crate::events::now_ms();
+        })
+        .await?;
+        let body = content.to_graph_body(&conversation.contact_wa_id, None, Some(&at.callback_tag()));
+        let outcome = self.inner.graph.send(&creds, &body).await;
+        self.note_sent_to(&conversation.contact_wa_id);
+        match outcome {
+            SendOutcome::Accepted { wamid } => {
+                self.update(delivery, tenant, at, true, move |m| {
+                    // A status webhook may have overtaken the response; never move backwards.
+                    if m.status.rank() < MessageStatus::Sent.rank() || m.status == MessageStatus::Unconfirmed {
+                        m.status = MessageStatus::Sent;
+                        m.status_at_ms = crate::events::now_ms();
+                    }
+                    m.failure = None;
+                    m.wamid = Some(wamid.clone());
+                })
+                .await?;
+                Ok(Step::Done)
+            }
+            SendOutcome::Retryable { code, http_status, reason, retry_after } => {
+                let delay = backoff_delay(
+                    attempts.saturating_sub(1),
+                    retry_after,
+                    Duration::from_millis(self.inner.settings.backoff_base_ms),
+                    Duration::from_millis(self.inner.settings.backoff_max_ms),
+                );
+                tracing::info!(tenant = %tenant, http_status, code = ?code, attempt = attempts, delay_ms = delay.as_millis() as u64, "send throttled or failed; will retry");
+                let note = format!("attempt {attempts}: {reason}");
+                self.update(delivery, tenant, at, false, move |m| {
+                    m.status = MessageStatus::Queued;
+                    m.failure = Some(note.clone());
+                })
+                .await?;
+                Ok(Step::Wait(delay))
+            }
+            SendOutcome::Permanent { reason, .. } => self.fail(delivery, tenant, at, reason).await,
+            SendOutcome::Ambiguous { reason } => {
+                tracing::warn!(tenant = %tenant, conversation = %at.conversation, %reason, "send outcome unknown; waiting for a status report before any resend");
+                let note = format!("unconfirmed: {reason}");
+                self.update(delivery, tenant, at, false, move |m| {
+                    m.status = MessageStatus::Unconfirmed;
+                    m.failure = Some(note.clone());
+                    m.status_at_ms = crate::events::now_ms();
+                })
+                .await?;
+                Ok(Step::Wait(Duration::from_millis(500)))
+            }
+        }
+    }
+
+    /// Sandbox channels have no Meta behind them: the simulator is the customer's phone, so the
+    /// message is delivered as soon as it is sent.
+    async fn deliver_to_sandbox(&self, delivery: &Delivery, tenant: TenantId, at: MessageRef) -> Result<Step, StoreError> {
+        self.update(delivery, tenant, at, true, move |m| {
+            m.status = MessageStatus::Delivered;
+            m.attempts += 1;
+            m.wamid = Some(format!("wamid.sandbox.{}", at.message));
+            m.status_at_ms = crate::events::now_ms();
+        })
+        .await?;
+        Ok(Step::Done)
+    }
+}
+
+impl Handler for SenderHandle {
+    fn consumer(&self) -> Consumer {
+        Consumer::Sender
+    }
+
+    /// One lane per conversation: a customer's messages leave in order.
+    fn lane(&self, envelope: &Envelope) -> LaneKey {
+        match &envelope.payload {
+            EventPayload::OutgoingMessage { conversation, .. } => format!("{}:{}", envelope.tenant, conversation),
+            _ => envelope.tenant.to_string(),
+        }
+    }
+
+    fn handle<'a>(&'a self, delivery: &'a Delivery) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let EventPayload::OutgoingMessage { conversation, message } = &delivery.envelope.payload else {
+                return Ok(());
+            };
+            let at = MessageRef {
+                conversation: *conversation,
+                message: *message,
+            };
+            let tenant = delivery.envelope.tenant;
+            loop {
+                match self.step(delivery, tenant, at).await.map_err(HandlerError::from)? {
+                    Step::Done => return Ok(()),
+                    Step::Wait(d) => tokio::time::sleep(d).await,
+                }
+            }
+        })
+    }
+}
+
+/// For tests and the dashboard: the outbound messages of a conversation with their status.
+pub fn outbound_messages(store: &Store, tenant: TenantId, conversation: ConversationId) -> Result<Vec<Message>, StoreError> {
+    Ok(store
+        .read(|r| r.tenant(tenant).scan(&MESSAGES, conversation.as_bytes(), false, usize::MAX))?
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| matches!(m.body, MessageBody::Outbound { .. }))
+        .collect())
+}
+
+#[allow(dead_code)]
+fn _assert_types(_: &Conversation, _: MessageId) {}
