@@ -361,9 +361,7 @@ impl FakeGraph {
     /// Answers the next `n` requests with `failure` (after any already queued).
     pub fn fail_next(&self, n: usize, failure: Failure) {
         let mut state = self.inner.state();
-        state
-            .script
-            .extend(std::iter::repeat_n(failure, n));
+        state.script.extend(std::iter::repeat_n(failure, n));
     }
 
     /// Answers every request with `failure` for `duration` (once the queue is empty).
@@ -515,7 +513,7 @@ fn decide(
         Err(rejection) => {
             attempt.http_status = rejection.http_status;
             attempt.error_code = rejection.code;
-            (Reply::Now(rejection.response), Outcome::Rejected)
+            (Reply::Now(*rejection.response), Outcome::Rejected)
         }
     };
     state.attempts.push(attempt);
@@ -546,7 +544,8 @@ fn decide(
 struct Rejection {
     http_status: u16,
     code: Option<i64>,
-    response: Response,
+    /// Boxed: a `Response` would make every `Result<_, Rejection>` needlessly large.
+    response: Box<Response>,
 }
 
 fn answer(
@@ -731,7 +730,9 @@ fn injected_rejection(failure: &Failure) -> Option<Rejection> {
             Rejection {
                 http_status: code.as_u16(),
                 code: None,
-                response: (code, [(header::CONTENT_TYPE, "text/html")], page).into_response(),
+                response: Box::new(
+                    (code, [(header::CONTENT_TYPE, "text/html")], page).into_response(),
+                ),
             }
         }
         Failure::Permanent {
@@ -808,7 +809,7 @@ fn graph_error(
     Rejection {
         http_status: status.as_u16(),
         code: Some(code),
-        response,
+        response: Box::new(response),
     }
 }
 
@@ -826,7 +827,10 @@ fn required(param: &str) -> Rejection {
     )
 }
 
-fn read_receipt(req: &Request, body: &Map<String, Value>) -> Result<RecordedReadReceipt, Rejection> {
+fn read_receipt(
+    req: &Request,
+    body: &Map<String, Value>,
+) -> Result<RecordedReadReceipt, Rejection> {
     if body.get("status").and_then(Value::as_str) != Some("read") {
         return Err(invalid_parameter("Parameter 'status' must be 'read'."));
     }
@@ -864,7 +868,9 @@ fn validate_send(body: &Map<String, Value>) -> Result<SendFields, Rejection> {
     let wa_id: String = to.chars().filter(char::is_ascii_digit).collect();
     let allowed = |c: char| c.is_ascii_digit() || " +-()".contains(c);
     if !(5..=20).contains(&wa_id.len()) || !to.chars().all(allowed) {
-        return Err(invalid_parameter("Parameter 'to' is not a valid phone number."));
+        return Err(invalid_parameter(
+            "Parameter 'to' is not a valid phone number.",
+        ));
     }
     if let Some(kind) = body.get("recipient_type") {
         if kind != "individual" && kind != "group" {
@@ -878,15 +884,14 @@ fn validate_send(body: &Map<String, Value>) -> Result<SendFields, Rejection> {
             return Err(required("context.message_id"));
         }
     }
-    let biz_opaque_callback_data = match body.get("biz_opaque_callback_data") {
-        None => None,
-        Some(Value::String(s)) if s.chars().count() <= 512 => Some(s.clone()),
-        Some(_) => {
-            return Err(invalid_parameter(
+    let biz_opaque_callback_data =
+        match body.get("biz_opaque_callback_data") {
+            None => None,
+            Some(Value::String(s)) if s.chars().count() <= 512 => Some(s.clone()),
+            Some(_) => return Err(invalid_parameter(
                 "Parameter 'biz_opaque_callback_data' must be a string of at most 512 characters.",
-            ))
-        }
-    };
+            )),
+        };
     let message_type = non_empty_str(body, "type").ok_or_else(|| required("type"))?;
     validate_type_object(body, message_type)?;
     Ok(SendFields {
@@ -949,7 +954,9 @@ fn validate_type_object(body: &Map<String, Value>, kind: &str) -> Result<(), Rej
             }
             match obj.get("components") {
                 None | Some(Value::Array(_)) => Ok(()),
-                Some(_) => Err(invalid_parameter("Parameter 'template.components' must be an array.")),
+                Some(_) => Err(invalid_parameter(
+                    "Parameter 'template.components' must be an array.",
+                )),
             }
         }
         "interactive" => {
@@ -1032,7 +1039,7 @@ fn fbtrace_id() -> String {
 }
 
 async fn unknown_path() -> Response {
-    graph_error(400, 2500, "Unknown path components", None, None).response
+    *graph_error(400, 2500, "Unknown path components", None, None).response
 }
 
 /// `sha256=<hex HMAC-SHA256(app_secret, raw_body)>`, the `X-Hub-Signature-256` value Meta sends.
@@ -1147,4 +1154,357 @@ async fn post_webhook(
         }
     }
     (last, 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    const TOKEN: &str = "EAAJBfake";
+    const PHONE_ID: &str = "106540352242922";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    struct Client {
+        http: reqwest::Client,
+        url: String,
+    }
+
+    impl Client {
+        fn new(fake: &FakeGraph) -> Self {
+            Self {
+                http: reqwest::Client::new(),
+                url: format!("{}/v21.0/{PHONE_ID}/messages", fake.base_url()),
+            }
+        }
+
+        async fn post(&self, token: &str, body: &Value) -> (u16, HeaderMap, Value) {
+            let response = self
+                .http
+                .post(&self.url)
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.json::<Value>().await.unwrap_or(Value::Null);
+            (status, headers, body)
+        }
+    }
+
+    fn text_to(to: &str) -> Value {
+        json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": { "body": "hi" },
+            "biz_opaque_callback_data": "outbox:7"
+        })
+    }
+
+    async fn start() -> (FakeGraph, Client) {
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
+        let client = Client::new(&fake);
+        (fake, client)
+    }
+
+    #[tokio::test]
+    async fn success_body_is_the_documented_shape_with_unique_wamids() {
+        let (fake, client) = start().await;
+        let (status, _, first) = client.post(TOKEN, &text_to("+1 650-555-1234")).await;
+        assert_eq!(status, 200);
+        assert_eq!(first["messaging_product"], "whatsapp");
+        assert_eq!(
+            first["contacts"],
+            json!([ { "input": "+1 650-555-1234", "wa_id": "16505551234" } ])
+        );
+        let id = first["messages"][0]["id"].as_str().unwrap();
+        assert!(id.starts_with("wamid."));
+        let template = json!({
+            "messaging_product": "whatsapp",
+            "to": "16505551234",
+            "type": "template",
+            "template": { "name": "hello_world", "language": { "code": "en_US" } }
+        });
+        let (_, _, second) = client.post(TOKEN, &template).await;
+        assert_eq!(second["messages"][0]["message_status"], "accepted");
+        assert_ne!(second["messages"][0]["id"], first["messages"][0]["id"]);
+        let sent = fake.sent();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].wamid, id);
+        assert_eq!(sent[0].message_type, "text");
+        assert_eq!(sent[1].message_type, "template");
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn wrong_token_gets_401_oauth_exception_190() {
+        let (fake, client) = start().await;
+        let (status, headers, body) = client.post("wrong", &text_to("16505551234")).await;
+        assert_eq!(status, 401);
+        assert_eq!(body["error"]["code"], 190);
+        assert_eq!(body["error"]["type"], "OAuthException");
+        assert!(body["error"]["fbtrace_id"].is_string());
+        assert!(headers.contains_key(header::WWW_AUTHENTICATE));
+        assert!(fake.sent().is_empty());
+        assert_eq!(fake.attempts().len(), 1);
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_get_400_code_100() {
+        let (fake, client) = start().await;
+        let mut cases = Vec::new();
+        for key in ["to", "type", "messaging_product", "text"] {
+            let mut body = text_to("16505551234");
+            body.as_object_mut().unwrap().remove(key);
+            cases.push(body);
+        }
+        cases.push(json!({
+            "messaging_product": "whatsapp", "to": "16505551234", "type": "image",
+            "image": { "id": "1", "link": "https://x/y.png" }
+        }));
+        cases.push(json!({
+            "messaging_product": "whatsapp", "to": "16505551234", "type": "template",
+            "template": { "name": "t" }
+        }));
+        cases.push(json!({
+            "messaging_product": "whatsapp", "to": "not-a-number", "type": "text",
+            "text": { "body": "x" }
+        }));
+        cases.push(json!([1, 2]));
+        for body in cases {
+            let (status, _, answer) = client.post(TOKEN, &body).await;
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(answer["error"]["code"], 100, "{body}");
+        }
+        assert!(fake.sent().is_empty());
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_version_and_phone_number_id_are_rejected() {
+        let mut opts = FakeGraphOptions::new(TOKEN);
+        opts.phone_number_ids = Some(vec![PHONE_ID.into()]);
+        let fake = FakeGraph::start(opts).await.unwrap();
+        let http = reqwest::Client::new();
+        for (path, code) in [
+            ("v21.0/999/messages", 100),
+            ("latest/106540352242922/messages", 2500),
+        ] {
+            let response = http
+                .post(format!("{}/{path}", fake.base_url()))
+                .bearer_auth(TOKEN)
+                .json(&text_to("16505551234"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], code, "{path}");
+        }
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn pair_rate_limit_rejects_a_second_message_to_the_same_recipient() {
+        let mut opts = FakeGraphOptions::new(TOKEN);
+        opts.pair_min_gap = Some(Duration::from_secs(3600));
+        let fake = FakeGraph::start(opts).await.unwrap();
+        let client = Client::new(&fake);
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        let (status, _, body) = client.post(TOKEN, &text_to("+16505551234")).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], 131056);
+        assert_eq!(client.post(TOKEN, &text_to("16505550000")).await.0, 200);
+        fake.set_pair_min_gap(None);
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        assert_eq!(fake.sent().len(), 3);
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn scripted_failures_are_consumed_in_order_then_the_window_applies() {
+        let (fake, client) = start().await;
+        fake.fail_next(1, Failure::permanent(131026));
+        fake.fail_next(
+            1,
+            Failure::RateLimited {
+                code: 80007,
+                retry_after: Some(Duration::from_millis(1500)),
+            },
+        );
+        let (status, _, body) = client.post(TOKEN, &text_to("16505551234")).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_i64()),
+            (400, Some(131026))
+        );
+        let (status, headers, body) = client.post(TOKEN, &text_to("16505551234")).await;
+        assert_eq!((status, body["error"]["code"].as_i64()), (400, Some(80007)));
+        assert_eq!(headers[header::RETRY_AFTER], "2");
+        fake.fail_always(Failure::Http5xx(500));
+        for _ in 0..2 {
+            let (status, _, body) = client.post(TOKEN, &text_to("16505551234")).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_i64()),
+                (500, Some(131000))
+            );
+        }
+        fake.clear_failures();
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        let attempts = fake.attempts();
+        assert_eq!(attempts.len(), 5);
+        assert_eq!(attempts[0].injected, Some(Failure::permanent(131026)));
+        assert_eq!(attempts[4].injected, None);
+        assert_eq!(attempts[4].wamid, Some(fake.sent()[0].wamid.clone()));
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_sends_are_all_recorded_and_awaitable() {
+        let (fake, _) = start().await;
+        let base = fake.base_url();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let url = format!("{base}/v21.0/{PHONE_ID}/messages");
+                tokio::spawn(async move {
+                    reqwest::Client::new()
+                        .post(url)
+                        .bearer_auth(TOKEN)
+                        .json(&text_to(&format!("1650555{i:04}")))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                })
+            })
+            .collect();
+        let sent = fake.wait_for_sent(20, WAIT).await;
+        assert_eq!(sent.len(), 20);
+        let mut ids: Vec<_> = sent.iter().map(|s| s.wamid.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 20);
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 200);
+        }
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_releases_a_held_request() {
+        let (fake, client) = start().await;
+        fake.fail_next(1, Failure::Timeout);
+        let pending =
+            tokio::spawn(async move { client.post(TOKEN, &text_to("16505551234")).await });
+        assert_eq!(fake.wait_for_sent(1, WAIT).await.len(), 1);
+        fake.shutdown().await;
+        let (status, _, body) = pending.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body["messages"][0]["id"].is_string());
+    }
+
+    /// A stand-in for wacrm's webhook endpoint that hands each request to the test.
+    async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = Router::new().route(
+            "/webhooks/whatsapp",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((headers, body));
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/webhooks/whatsapp",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx)
+    }
+
+    #[tokio::test]
+    async fn status_webhooks_are_signed_ordered_and_carry_callback_data() {
+        let (url, mut rx) = webhook_receiver().await;
+        let mut opts = FakeGraphOptions::new(TOKEN);
+        opts.status_webhook = Some(StatusWebhookConfig::new(url, "app-secret"));
+        let fake = FakeGraph::start(opts).await.unwrap();
+        let client = Client::new(&fake);
+        let (_, _, answer) = client.post(TOKEN, &text_to("+16505551234")).await;
+        let wamid = answer["messages"][0]["id"].as_str().unwrap().to_string();
+
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let (headers, raw) = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let signature = headers["x-hub-signature-256"].to_str().unwrap();
+            let hex_mac = signature.strip_prefix("sha256=").unwrap();
+            let mut mac = Hmac::<Sha256>::new_from_slice(b"app-secret").unwrap();
+            mac.update(&raw);
+            mac.verify_slice(&hex::decode(hex_mac).unwrap()).unwrap();
+            let mut wrong = Hmac::<Sha256>::new_from_slice(b"other-secret").unwrap();
+            wrong.update(&raw);
+            assert!(wrong.verify_slice(&hex::decode(hex_mac).unwrap()).is_err());
+
+            let payload: Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(payload["object"], "whatsapp_business_account");
+            let change = &payload["entry"][0]["changes"][0];
+            assert_eq!(change["field"], "messages");
+            assert_eq!(change["value"]["metadata"]["phone_number_id"], PHONE_ID);
+            let status = &change["value"]["statuses"][0];
+            assert_eq!(status["id"], wamid.as_str());
+            assert_eq!(status["recipient_id"], "16505551234");
+            assert_eq!(status["biz_opaque_callback_data"], "outbox:7");
+            assert!(status["timestamp"].as_str().unwrap().parse::<i64>().is_ok());
+            statuses.push(status["status"].as_str().unwrap().to_string());
+        }
+        assert_eq!(statuses, ["sent", "delivered", "read"]);
+        let deliveries = fake.wait_for_webhooks(3, WAIT).await;
+        assert!(deliveries
+            .iter()
+            .all(|d| d.http_status == Some(200) && d.tries == 1));
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn reactions_only_get_a_sent_status() {
+        let (url, mut rx) = webhook_receiver().await;
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
+        fake.set_status_webhook(Some(StatusWebhookConfig::new(url, "s")));
+        let client = Client::new(&fake);
+        let reaction = json!({
+            "messaging_product": "whatsapp", "to": "16505551234", "type": "reaction",
+            "reaction": { "message_id": "wamid.X", "emoji": "\u{1F44D}" }
+        });
+        assert_eq!(client.post(TOKEN, &reaction).await.0, 200);
+        // A text alongside gets all three, so a missing filter would show as extra deliveries.
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        let deliveries = fake.wait_for_webhooks(4, WAIT).await;
+        assert_eq!(deliveries.len(), 4);
+        let reaction_wamid = &fake.sent()[0].wamid;
+        let for_reaction: Vec<_> = deliveries
+            .iter()
+            .filter(|d| &d.wamid == reaction_wamid)
+            .collect();
+        assert_eq!(for_reaction.len(), 1);
+        assert_eq!(for_reaction[0].status, StatusKind::Sent);
+        let mut received = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, rx.recv()).await {
+            received += 1;
+        }
+        assert_eq!(received, 4);
+        fake.shutdown().await;
+    }
 }

@@ -291,7 +291,10 @@ impl GraphClient {
         let bytes = response.bytes().await;
         if (200..300).contains(&status) {
             return bytes.map_err(|e| Failed::Ambiguous {
-                reason: format!("HTTP {status} but the response body was lost: {}", chain(&e)),
+                reason: format!(
+                    "HTTP {status} but the response body was lost: {}",
+                    chain(&e)
+                ),
             });
         }
         // A lost error body does not change the verdict: the status already says "not taken".
@@ -390,6 +393,7 @@ impl Failed {
 pub enum Verdict {
     Retryable,
     Permanent,
+    Ambiguous,
 }
 
 /// Classifies a Graph error response. Meta asks integrators to key on the error `code`, not the
@@ -416,6 +420,7 @@ pub enum Verdict {
 /// | 368 | blocked for policy violations | permanent | account restriction, not transient |
 /// | 131031 | business account locked | permanent | account restriction, not transient |
 /// | 3, 10, 200-299 | missing capability or permission | permanent | needs an operator to grant permissions |
+/// | none, HTTP 504 | gateway timeout | ambiguous | a proxy gave up waiting for Graph, which may still have taken the message: our own timeout, seen through a proxy |
 /// | other, HTTP 429 or 5xx | | retry | generic throttling or server failure |
 /// | other, any other status | | permanent | generic client error |
 ///
@@ -430,6 +435,7 @@ pub fn classify(http_status: u16, code: Option<i64>) -> Verdict {
             Verdict::Permanent
         }
         Some(200..=299) => Verdict::Permanent,
+        None if http_status == 504 => Verdict::Ambiguous,
         _ if http_status == 429 || server_error => Verdict::Retryable,
         _ => Verdict::Permanent,
     }
@@ -478,6 +484,7 @@ fn error_response(http_status: u16, body: &[u8], retry_after: Option<Duration>) 
             http_status,
             reason,
         },
+        Verdict::Ambiguous => Failed::Ambiguous { reason },
     }
 }
 
@@ -519,11 +526,17 @@ fn transport_failure(e: &reqwest::Error) -> Failed {
         }
     } else if e.is_timeout() {
         Failed::Ambiguous {
-            reason: format!("timed out after the request may have been sent: {}", chain(e)),
+            reason: format!(
+                "timed out after the request may have been sent: {}",
+                chain(e)
+            ),
         }
     } else {
         Failed::Ambiguous {
-            reason: format!("connection lost after the request may have been sent: {}", chain(e)),
+            reason: format!(
+                "connection lost after the request may have been sent: {}",
+                chain(e)
+            ),
         }
     }
 }
@@ -642,7 +655,9 @@ mod tests {
     }
 
     async fn fake() -> (FakeGraph, GraphClient) {
-        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN)).await.unwrap();
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
         let client = client(&fake.base_url(), Duration::from_secs(10));
         (fake, client)
     }
@@ -659,7 +674,10 @@ mod tests {
         assert_eq!(sent[0].wamid, wamid);
         assert_eq!(sent[0].to, "+16505551234");
         assert_eq!(sent[0].phone_number_id, PHONE_ID);
-        assert_eq!(sent[0].biz_opaque_callback_data.as_deref(), Some("outbox:1"));
+        assert_eq!(
+            sent[0].biz_opaque_callback_data.as_deref(),
+            Some("outbox:1")
+        );
         assert_eq!(sent[0].body, hello());
         fake.shutdown().await;
     }
@@ -686,11 +704,19 @@ mod tests {
         assert_eq!(http_status, 429);
         assert_eq!(code, Some(4));
         assert_eq!(retry_after, Some(Duration::from_secs(7)));
-        let delay = backoff_delay(0, retry_after, Duration::from_millis(100), Duration::from_secs(1));
+        let delay = backoff_delay(
+            0,
+            retry_after,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        );
         assert!(delay >= Duration::from_secs(7));
         assert!(fake.sent().is_empty());
         // The queue held one failure: the next attempt goes through.
-        assert_eq!(client.send(&creds(TOKEN), &hello()).await.kind(), "accepted");
+        assert_eq!(
+            client.send(&creds(TOKEN), &hello()).await.kind(),
+            "accepted"
+        );
         assert_eq!(fake.attempts().len(), 2);
         fake.shutdown().await;
     }
@@ -701,14 +727,33 @@ mod tests {
         fake.fail_next(1, Failure::Http5xx(503));
         let outcome = client.send(&creds(TOKEN), &hello()).await;
         assert!(
-            matches!(outcome, SendOutcome::Retryable { http_status: 503, .. }),
+            matches!(
+                outcome,
+                SendOutcome::Retryable {
+                    http_status: 503,
+                    ..
+                }
+            ),
             "{outcome:?}"
         );
         fake.fail_next(1, Failure::Http5xx(502));
         let outcome = client.send(&creds(TOKEN), &hello()).await;
         assert!(
-            matches!(outcome, SendOutcome::Retryable { http_status: 502, code: None, .. }),
+            matches!(
+                outcome,
+                SendOutcome::Retryable {
+                    http_status: 502,
+                    code: None,
+                    ..
+                }
+            ),
             "non-JSON gateway error: {outcome:?}"
+        );
+        fake.fail_next(1, Failure::Http5xx(504));
+        let outcome = client.send(&creds(TOKEN), &hello()).await;
+        assert!(
+            matches!(outcome, SendOutcome::Ambiguous { .. }),
+            "a bare gateway timeout may hide an accepted message: {outcome:?}"
         );
         assert!(fake.sent().is_empty());
         fake.shutdown().await;
@@ -735,7 +780,10 @@ mod tests {
                 assert_eq!(code, Some(130429));
                 assert_eq!(http_status, 400);
                 assert_eq!(retry_after, Some(Duration::from_secs(1)));
-                assert!(reason.starts_with("code 130429: Rate limit hit"), "{reason}");
+                assert!(
+                    reason.starts_with("code 130429: Rate limit hit"),
+                    "{reason}"
+                );
             }
             other => panic!("expected Retryable, got {other:?}"),
         }
@@ -755,7 +803,10 @@ mod tests {
             } => {
                 assert_eq!(code, Some(131047));
                 assert_eq!(http_status, 400);
-                assert!(reason.starts_with("code 131047: Re-engagement message"), "{reason}");
+                assert!(
+                    reason.starts_with("code 131047: Re-engagement message"),
+                    "{reason}"
+                );
             }
             other => panic!("expected Permanent, got {other:?}"),
         }
@@ -792,7 +843,14 @@ mod tests {
         body.as_object_mut().unwrap().remove("to");
         let outcome = client.send(&creds(TOKEN), &body).await;
         assert!(
-            matches!(outcome, SendOutcome::Permanent { code: Some(100), http_status: 400, .. }),
+            matches!(
+                outcome,
+                SendOutcome::Permanent {
+                    code: Some(100),
+                    http_status: 400,
+                    ..
+                }
+            ),
             "{outcome:?}"
         );
         fake.shutdown().await;
@@ -800,15 +858,23 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_is_ambiguous_and_the_fake_did_deliver() {
-        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN)).await.unwrap();
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
         let client = client(&fake.base_url(), Duration::from_millis(1500));
         fake.fail_next(1, Failure::Timeout);
         let outcome = client.send(&creds(TOKEN), &hello()).await;
-        assert!(matches!(outcome, SendOutcome::Ambiguous { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, SendOutcome::Ambiguous { .. }),
+            "{outcome:?}"
+        );
         // This is why a timeout must not be resent blindly: Meta took the message.
         let sent = fake.wait_for_sent(1, WAIT).await;
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].biz_opaque_callback_data.as_deref(), Some("outbox:1"));
+        assert_eq!(
+            sent[0].biz_opaque_callback_data.as_deref(),
+            Some("outbox:1")
+        );
         fake.shutdown().await;
     }
 
@@ -817,7 +883,10 @@ mod tests {
         let (fake, client) = fake().await;
         fake.fail_next(1, Failure::DropConnection);
         let outcome = client.send(&creds(TOKEN), &hello()).await;
-        assert!(matches!(outcome, SendOutcome::Ambiguous { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, SendOutcome::Ambiguous { .. }),
+            "{outcome:?}"
+        );
         assert_eq!(fake.wait_for_sent(1, WAIT).await.len(), 1);
         fake.shutdown().await;
     }
@@ -830,7 +899,14 @@ mod tests {
         let client = client(&format!("http://{addr}"), Duration::from_secs(10));
         let outcome = client.send(&creds(TOKEN), &hello()).await;
         assert!(
-            matches!(outcome, SendOutcome::Retryable { http_status: 0, code: None, .. }),
+            matches!(
+                outcome,
+                SendOutcome::Retryable {
+                    http_status: 0,
+                    code: None,
+                    ..
+                }
+            ),
             "{outcome:?}"
         );
     }
@@ -904,6 +980,8 @@ mod tests {
             (500, Some(3), Permanent),
             (429, None, Retryable),
             (502, None, Retryable),
+            (504, None, Ambiguous),
+            (504, Some(131016), Retryable),
             (500, Some(999_999), Retryable),
             (404, None, Permanent),
             (400, Some(999_999), Permanent),
@@ -929,7 +1007,10 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_http_date() {
         let now: jiff::Timestamp = "2024-06-01T12:00:00Z".parse().unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Sat, 01 Jun 2024 12:00:30 GMT", now),
             Some(Duration::from_secs(30))

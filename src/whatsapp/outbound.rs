@@ -284,7 +284,9 @@ impl Interactive {
                 sections,
             } => interactive_object(
                 "list",
-                header.as_ref().map(|t| json!({ "type": "text", "text": t })),
+                header
+                    .as_ref()
+                    .map(|t| json!({ "type": "text", "text": t })),
                 body,
                 footer.as_deref(),
                 json!({ "button": button, "sections": sections }),
@@ -415,7 +417,10 @@ mod tests {
         let audio = OutboundContent::Audio {
             media: MediaRef::Id("42".into()),
         };
-        assert_eq!(audio.to_graph_body(TO, None, None)["audio"], json!({ "id": "42" }));
+        assert_eq!(
+            audio.to_graph_body(TO, None, None)["audio"],
+            json!({ "id": "42" })
+        );
     }
 
     #[test]
@@ -600,7 +605,9 @@ mod tests {
                 components: json!([]),
             },
             OutboundContent::Interactive(Interactive::CtaUrl {
-                header: Some(InteractiveHeader::Image(MediaRef::Link("https://x/h.png".into()))),
+                header: Some(InteractiveHeader::Image(MediaRef::Link(
+                    "https://x/h.png".into(),
+                ))),
                 body: "b".into(),
                 footer: None,
                 display_text: "Open".into(),
