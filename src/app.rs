@@ -1,0 +1,242 @@
+//! Wiring: opens the data directory, starts the services and the HTTP server, and stops them in
+//! order. `launch` takes its listener and a shutdown future so tests bind port 0 and stop cleanly.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::assistant::{llm, Assistant};
+use crate::config::{Config, LlmSettings};
+use crate::conversations::turns::{run_scheduler, TurnScheduler};
+use crate::conversations::{inbound, LiveBus};
+use crate::events::{Consumer, Dispatcher, Envelope};
+use crate::storage::Store;
+use crate::tenants::crypto::MasterKey;
+use crate::web::{self, AppInner, AppState};
+use crate::whatsapp::graph::{GraphClient, GraphClientConfig};
+use crate::whatsapp::ingress::RouteCache;
+use crate::whatsapp::sender::SenderHandle;
+
+pub const DATABASE_FILE: &str = "wacrm.redb";
+pub const MASTER_KEY_FILE: &str = "master.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("cannot open the database: {0} (is another wacrm running on this data directory?)")]
+    Store(#[from] crate::storage::StoreError),
+    #[error(transparent)]
+    Crypto(#[from] crate::tenants::crypto::CryptoError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A running appliance.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    server: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    stop_workers: watch::Sender<bool>,
+}
+
+impl Running {
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits for the server to stop (after the shutdown future fired), then stops the workers:
+    /// in-flight work finishes, queued work stays in redb for the next start.
+    pub async fn wait(self) {
+        let _ = self.server.await;
+        let _ = self.stop_workers.send(true);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), LaunchError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |reason: String| LaunchError::DataDir {
+        path: dir.display().to_string(),
+        reason,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| err(format!("cannot set permissions: {e}")))?;
+    }
+    if !dir.is_dir() {
+        return Err(err("is not a directory".into()));
+    }
+    Ok(())
+}
+
+/// Opens the store with its event listener wired to one channel per consumer.
+pub fn open_store(
+    config: &Config,
+) -> Result<(Store, HashMap<Consumer, mpsc::UnboundedReceiver<Envelope>>), LaunchError> {
+    prepare_data_dir(&config.data_dir)?;
+    let mut senders = HashMap::new();
+    let mut receivers = HashMap::new();
+    for consumer in Consumer::ALL {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.insert(*consumer, tx);
+        receivers.insert(*consumer, rx);
+    }
+    let listener = Box::new(move |envelopes: Vec<Envelope>| {
+        for envelope in envelopes {
+            if let Some(tx) = senders.get(&envelope.consumer) {
+                let _ = tx.send(envelope);
+            }
+        }
+    });
+    let store = Store::open(
+        &config.data_dir.join(DATABASE_FILE),
+        config.storage.max_batch,
+        listener,
+    )?;
+    Ok((store, receivers))
+}
+
+pub fn llm_client(config: &Config) -> Result<Option<Arc<llm::LlmClient>>, LaunchError> {
+    match &config.llm {
+        LlmSettings::Offline => Ok(None),
+        LlmSettings::Openai {
+            base_url,
+            api_key,
+            model,
+            timeout_ms,
+            max_retries,
+        } => {
+            let client = llm::LlmClient::new(llm::LlmConfig {
+                base_url: base_url.clone(),
+                api_key: api_key.expose().to_string(),
+                model: model.clone(),
+                timeout: Duration::from_millis(*timeout_ms),
+                max_retries: *max_retries,
+                ..llm::LlmConfig::default()
+            })
+            .map_err(|e| LaunchError::Setup(format!("llm: {e}")))?;
+            Ok(Some(Arc::new(client)))
+        }
+    }
+}
+
+/// Starts everything on `listener`; stops when `shutdown` completes.
+pub async fn launch(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, LaunchError> {
+    let (store, mut receivers) = open_store(&config)?;
+    let key = MasterKey::load_or_create(&config.data_dir.join(MASTER_KEY_FILE))?;
+    let operator_token = web::auth::load_or_create_operator_token(&config.data_dir).map_err(|e| {
+        LaunchError::DataDir {
+            path: config.data_dir.display().to_string(),
+            reason: format!("operator token: {e}"),
+        }
+    })?;
+    let live = LiveBus::default();
+    let graph = GraphClient::new(GraphClientConfig {
+        base_url: config.graph.base_url.clone(),
+        request_timeout: Duration::from_millis(config.graph.timeout_ms),
+        connect_timeout: Duration::from_millis(config.graph.timeout_ms.min(5_000)),
+    })
+    .map_err(|e| LaunchError::Setup(format!("graph: {e}")))?;
+    let sender = SenderHandle::new(
+        store.clone(),
+        key.clone(),
+        graph,
+        config.graph.clone(),
+        live.clone(),
+    );
+    let (turns, turn_rx) = TurnScheduler::channel();
+    let assistant = Assistant {
+        store: store.clone(),
+        llm: llm_client(&config)?,
+        knowledge: None,
+        sender: sender.clone(),
+        live: live.clone(),
+        history_messages: config.pipeline.history_messages,
+        max_tool_rounds: config.pipeline.max_tool_rounds,
+    };
+
+    let (stop_workers, stop_rx) = watch::channel(false);
+    let concurrency = config.pipeline.concurrency;
+    let mut workers = Vec::new();
+    let handlers: Vec<Arc<dyn crate::events::Handler>> = vec![
+        inbound::handler(
+            store.clone(),
+            config.pipeline.debounce_ms as i64,
+            turns.clone(),
+            live.clone(),
+        ),
+        Arc::new(sender.clone()),
+    ];
+    for handler in handlers {
+        let rx = receivers
+            .remove(&handler.consumer())
+            .ok_or_else(|| LaunchError::Setup("consumer wired twice".into()))?;
+        workers.push(tokio::spawn(Dispatcher::run(
+            store.clone(),
+            handler,
+            rx,
+            concurrency,
+            stop_rx.clone(),
+        )));
+    }
+    workers.push(tokio::spawn(run_scheduler(
+        store.clone(),
+        Arc::new(assistant),
+        turn_rx,
+        concurrency,
+        stop_rx.clone(),
+    )));
+
+    let state = AppState {
+        inner: Arc::new(AppInner {
+            config,
+            store,
+            key,
+            routes: RouteCache::default(),
+            live,
+            sender,
+            operator_token,
+        }),
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|e| LaunchError::Setup(format!("listener: {e}")))?;
+    let app = web::router(state.clone());
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, "wacrm is running");
+    Ok(Running {
+        addr,
+        state,
+        server,
+        workers,
+        stop_workers,
+    })
+}

@@ -1,0 +1,250 @@
+//! HTTP routes of the WhatsApp service: Meta's webhook, and the sandbox channel's simulator API
+//! (the customer's phone for channels without a Meta account).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::ingress::{self, IngestReport};
+use super::payload::{self, InboundMessage, MessageContent};
+use crate::conversations::{self, Message, MessageBody};
+use crate::storage::ChannelId;
+use crate::tenants;
+use crate::web::auth::Operator;
+use crate::web::{ApiError, AppState};
+
+/// Meta's payloads are small; anything near this is not a webhook.
+const WEBHOOK_BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/webhooks/whatsapp",
+            get(verify_subscription)
+                .post(receive)
+                .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/sandbox/{channel}/messages",
+            post(sandbox_send).get(sandbox_poll),
+        )
+}
+
+#[derive(Deserialize)]
+struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// Meta's subscription handshake: echo `hub.challenge` if the verify token is one of ours.
+async fn verify_subscription(State(state): State<AppState>, Query(q): Query<Handshake>) -> Response {
+    let token_ok = match q.verify_token.as_deref() {
+        Some(token) => tenants::verify_token_known(&state.store, token).unwrap_or(false),
+        None => false,
+    };
+    match (q.mode.as_deref(), q.challenge) {
+        (Some("subscribe"), Some(challenge)) if token_ok => (StatusCode::OK, challenge).into_response(),
+        _ => (StatusCode::FORBIDDEN, "verification failed").into_response(),
+    }
+}
+
+async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let parsed = payload::parse_webhook(&body)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    let mut report = IngestReport::default();
+    let verified = ingress::route_and_verify(
+        &state.store,
+        &state.key,
+        &state.routes,
+        parsed,
+        &body,
+        signature,
+        &mut report,
+    )?;
+    if verified.is_empty() && report.bad_signature > 0 {
+        return Err(ApiError::unauthorized(
+            "X-Hub-Signature-256 is missing or does not match the app secret",
+        ));
+    }
+    ingress::store_batches(&state.store, verified, &mut report).await?;
+    Ok((StatusCode::OK, "EVENT_RECEIVED").into_response())
+}
+
+#[derive(Deserialize)]
+struct SandboxMessage {
+    /// The simulated customer's number, digits only (e.g. 6281234567890).
+    from: String,
+    #[serde(default)]
+    name: Option<String>,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct SandboxAccepted {
+    wamid: String,
+}
+
+fn sandbox_channel(state: &AppState, tenant: &str, channel: &str) -> Result<(tenants::Tenant, ChannelId), ApiError> {
+    let tenant = tenants::find_tenant(&state.store, tenant)?;
+    let channel: ChannelId = channel
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_input", "channel: not a channel id"))?;
+    match tenants::get_channel(&state.store, tenant.id, channel)? {
+        Some(c) if c.is_sandbox() => Ok((tenant, channel)),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_input",
+            "channel: only sandbox channels accept simulated customers",
+        )),
+        None => Err(ApiError::not_found(format!("channel {channel} not found"))),
+    }
+}
+
+fn valid_wa_id(s: &str) -> bool {
+    (6..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The simulated customer writes. The message takes exactly the path of a real webhook.
+async fn sandbox_send(
+    _op: Operator,
+    State(state): State<AppState>,
+    Path((tenant, channel)): Path<(String, String)>,
+    body: Result<Json<SandboxMessage>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SandboxAccepted>, ApiError> {
+    let Json(msg) = body?;
+    let (tenant, channel) = sandbox_channel(&state, &tenant, &channel)?;
+    let from = msg.from.trim_start_matches('+').to_string();
+    if !valid_wa_id(&from) {
+        return Err(ApiError::bad_request("invalid_input", "from: must be a phone number of 6-15 digits"));
+    }
+    let text = msg.text.trim().to_string();
+    if text.is_empty() || text.chars().count() > 4096 {
+        return Err(ApiError::bad_request("invalid_input", "text: must be 1-4096 characters"));
+    }
+    let wamid = format!("wamid.sandbox.{}", uuid::Uuid::now_v7().simple());
+    let inbound = InboundMessage {
+        wamid: wamid.clone(),
+        from: from.clone(),
+        from_user_id: None,
+        timestamp: jiff::Timestamp::now().as_second(),
+        content: MessageContent::Text { body: text.clone() },
+        context: None,
+        referral: None,
+        raw: serde_json::json!({"from": from, "id": wamid, "type": "text", "text": {"body": text}}),
+    };
+    let name = msg.name.clone();
+    state
+        .store
+        .write(move |ctx| ingress::store_message(ctx, tenant.id, channel, name.clone(), &inbound))
+        .await?;
+    Ok(Json(SandboxAccepted { wamid }))
+}
+
+#[derive(Deserialize)]
+struct SandboxPoll {
+    from: String,
+    /// Only messages created after this time (ms since the epoch).
+    #[serde(default)]
+    after_ms: i64,
+    /// Wait up to this long for something new (long poll), at most 30 s.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(Serialize)]
+struct SandboxView {
+    conversation: Option<String>,
+    state: Option<&'static str>,
+    messages: Vec<SandboxLine>,
+}
+
+#[derive(Serialize)]
+struct SandboxLine {
+    at_ms: i64,
+    author: crate::conversations::Author,
+    text: String,
+    status: &'static str,
+}
+
+/// What the simulated customer's phone shows: the messages sent to them after `after_ms`.
+async fn sandbox_poll(
+    _op: Operator,
+    State(state): State<AppState>,
+    Path((tenant, channel)): Path<(String, String)>,
+    Query(q): Query<SandboxPoll>,
+) -> Result<Json<SandboxView>, ApiError> {
+    let (tenant, channel) = sandbox_channel(&state, &tenant, &channel)?;
+    let from = q.from.trim_start_matches('+').to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
+    let mut updates = state.live.subscribe();
+    loop {
+        let view = sandbox_view(&state, tenant.id, channel, &from, q.after_ms)?;
+        if !view.messages.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(view));
+        }
+        // Wake on any change of this tenant, then look again; the store is the truth.
+        let _ = tokio::time::timeout_at(deadline, async {
+            loop {
+                match updates.recv().await {
+                    Ok(u) if u.tenant == tenant.id => return,
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn sandbox_view(
+    state: &AppState,
+    tenant: crate::storage::TenantId,
+    channel: ChannelId,
+    from: &str,
+    after_ms: i64,
+) -> Result<SandboxView, ApiError> {
+    let conversation = conversations::open_conversation_of(&state.store, tenant, channel, from)?;
+    let Some(conversation) = conversation else {
+        return Ok(SandboxView {
+            conversation: None,
+            state: None,
+            messages: Vec::new(),
+        });
+    };
+    let messages: Vec<Message> = conversations::recent_messages(&state.store, tenant, conversation.id, 200)?;
+    let lines = messages
+        .into_iter()
+        .filter(|m| m.created_at_ms > after_ms)
+        .filter(|m| matches!(m.body, MessageBody::Outbound { .. }))
+        .filter(|m| {
+            matches!(
+                m.status,
+                conversations::MessageStatus::Sent
+                    | conversations::MessageStatus::Delivered
+                    | conversations::MessageStatus::Read
+            )
+        })
+        .map(|m| SandboxLine {
+            at_ms: m.created_at_ms,
+            author: m.author,
+            text: m.body.preview_text(),
+            status: m.status.as_str(),
+        })
+        .collect();
+    Ok(SandboxView {
+        conversation: Some(conversation.id.to_string()),
+        state: Some(conversation.state.as_str()),
+        messages: lines,
+    })
+}
