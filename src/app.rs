@@ -145,12 +145,13 @@ pub async fn launch(
 ) -> Result<Running, LaunchError> {
     let (store, mut receivers) = open_store(&config)?;
     let key = MasterKey::load_or_create(&config.data_dir.join(MASTER_KEY_FILE))?;
-    let operator_token = web::auth::load_or_create_operator_token(&config.data_dir).map_err(|e| {
-        LaunchError::DataDir {
-            path: config.data_dir.display().to_string(),
-            reason: format!("operator token: {e}"),
-        }
-    })?;
+    let operator_token =
+        web::auth::load_or_create_operator_token(&config.data_dir).map_err(|e| {
+            LaunchError::DataDir {
+                path: config.data_dir.display().to_string(),
+                reason: format!("operator token: {e}"),
+            }
+        })?;
     let live = LiveBus::default();
     let graph = GraphClient::new(GraphClientConfig {
         base_url: config.graph.base_url.clone(),
@@ -224,9 +225,12 @@ pub async fn launch(
         .map_err(|e| LaunchError::Setup(format!("listener: {e}")))?;
     let app = web::router(state.clone());
     let server = tokio::spawn(async move {
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server failed");
         }

@@ -209,7 +209,9 @@ impl Config {
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errors.push(format!("public_url: {url:?} must start with http:// or https://"));
+                errors.push(format!(
+                    "public_url: {url:?} must start with http:// or https://"
+                ));
             }
         }
         if let LlmSettings::Openai {

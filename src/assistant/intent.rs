@@ -3,8 +3,21 @@
 
 /// Single words that, on their own in a short message or next to a request verb, mean "a person".
 const PERSON_WORDS: &[&str] = &[
-    "agent", "human", "operator", "person", "cs", "staff", "representative", "manusia", "admin",
-    "petugas", "orang", "karyawan", "pegawai", "manager", "manajer",
+    "agent",
+    "human",
+    "operator",
+    "person",
+    "cs",
+    "staff",
+    "representative",
+    "manusia",
+    "admin",
+    "petugas",
+    "orang",
+    "karyawan",
+    "pegawai",
+    "manager",
+    "manajer",
 ];
 
 /// Phrases that ask for a person wherever they appear.
@@ -35,9 +48,33 @@ const PERSON_PHRASES: &[&str] = &[
 
 /// Verbs that turn a person-word into a request ("can I talk to an agent", "minta admin").
 const REQUEST_WORDS: &[&str] = &[
-    "talk", "speak", "connect", "transfer", "want", "need", "get", "call", "contact", "reach",
-    "chat", "minta", "mau", "ingin", "pengen", "pingin", "bicara", "ngomong", "hubungi",
-    "sambungkan", "panggil", "tolong", "butuh", "bisa", "please", "pls", "mohon",
+    "talk",
+    "speak",
+    "connect",
+    "transfer",
+    "want",
+    "need",
+    "get",
+    "call",
+    "contact",
+    "reach",
+    "chat",
+    "minta",
+    "mau",
+    "ingin",
+    "pengen",
+    "pingin",
+    "bicara",
+    "ngomong",
+    "hubungi",
+    "sambungkan",
+    "panggil",
+    "tolong",
+    "butuh",
+    "bisa",
+    "please",
+    "pls",
+    "mohon",
 ];
 
 fn words(text: &str) -> Vec<String> {

@@ -10,11 +10,62 @@ pub enum Lang {
 
 /// Frequent Indonesian function words and chat forms; rare in English text.
 const INDONESIAN_MARKERS: &[&str] = &[
-    "yang", "saya", "aku", "tidak", "nggak", "gak", "enggak", "apa", "apakah", "ini", "itu", "dan",
-    "untuk", "bisa", "ada", "mau", "berapa", "kak", "dong", "ya", "sih", "kah", "terima", "kasih",
-    "tolong", "minta", "dengan", "di", "ke", "dari", "jam", "buka", "tutup", "harga", "pesan",
-    "sudah", "belum", "kapan", "bagaimana", "gimana", "kenapa", "mohon", "selamat", "pagi", "siang",
-    "malam", "halo", "hai", "juga", "atau", "karena", "kami", "kamu", "anda", "bapak", "ibu",
+    "yang",
+    "saya",
+    "aku",
+    "tidak",
+    "nggak",
+    "gak",
+    "enggak",
+    "apa",
+    "apakah",
+    "ini",
+    "itu",
+    "dan",
+    "untuk",
+    "bisa",
+    "ada",
+    "mau",
+    "berapa",
+    "kak",
+    "dong",
+    "ya",
+    "sih",
+    "kah",
+    "terima",
+    "kasih",
+    "tolong",
+    "minta",
+    "dengan",
+    "di",
+    "ke",
+    "dari",
+    "jam",
+    "buka",
+    "tutup",
+    "harga",
+    "pesan",
+    "sudah",
+    "belum",
+    "kapan",
+    "bagaimana",
+    "gimana",
+    "kenapa",
+    "mohon",
+    "selamat",
+    "pagi",
+    "siang",
+    "malam",
+    "halo",
+    "hai",
+    "juga",
+    "atau",
+    "karena",
+    "kami",
+    "kamu",
+    "anda",
+    "bapak",
+    "ibu",
 ];
 
 const ENGLISH_MARKERS: &[&str] = &[
@@ -27,7 +78,10 @@ pub fn detect(text: &str) -> Lang {
     let lower = text.to_lowercase();
     let mut id = 0;
     let mut en = 0;
-    for word in lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         if INDONESIAN_MARKERS.contains(&word) {
             id += 1;
         }
@@ -53,8 +107,12 @@ pub fn holding_message(lang: Lang) -> &'static str {
 /// Sent when the conversation is handed to a person for any other reason.
 pub fn handoff_notice(lang: Lang) -> &'static str {
     match lang {
-        Lang::English => "I'm connecting you with a member of our team. They'll reply here shortly.",
-        Lang::Indonesian => "Baik, saya sambungkan dengan tim kami. Mereka akan segera membalas di sini.",
+        Lang::English => {
+            "I'm connecting you with a member of our team. They'll reply here shortly."
+        }
+        Lang::Indonesian => {
+            "Baik, saya sambungkan dengan tim kami. Mereka akan segera membalas di sini."
+        }
     }
 }
 

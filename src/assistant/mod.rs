@@ -35,7 +35,12 @@ impl KnowledgePassage {
 /// Where answers come from. The knowledge service implements it; retrieval is always scoped to
 /// the tenant (and the conversation's outlet) it is given.
 pub trait KnowledgeRetriever: Send + Sync + 'static {
-    fn retrieve(&self, tenant: TenantId, outlet: Option<OutletId>, question: &str) -> Vec<KnowledgePassage>;
+    fn retrieve(
+        &self,
+        tenant: TenantId,
+        outlet: Option<OutletId>,
+        question: &str,
+    ) -> Vec<KnowledgePassage>;
 }
 
 /// The assistant service. Cheap to clone.

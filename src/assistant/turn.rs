@@ -21,8 +21,14 @@ use crate::whatsapp::outbound::OutboundContent;
 /// What the turn decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    Reply { text: String, sources: Vec<Source> },
-    HandOff { reason: HandoffReason, notice: String },
+    Reply {
+        text: String,
+        sources: Vec<Source>,
+    },
+    HandOff {
+        reason: HandoffReason,
+        notice: String,
+    },
     /// Nothing to say (tenant suspended, conversation no longer in bot mode).
     Silent,
 }
@@ -140,7 +146,7 @@ impl Assistant {
         })
     }
 
-    pub(crate) async fn decide(&self, input: &TurnInput) -> Decision {
+    async fn decide(&self, input: &TurnInput) -> Decision {
         if input.tenant.status != TenantStatus::Active
             || input.conversation.state != ConversationState::Bot
         {
@@ -177,9 +183,12 @@ impl Assistant {
                 (Author::Assistant, MessageBody::Outbound { content }) => {
                     messages.push(ChatMessage::assistant(content.preview_text()))
                 }
-                (Author::Agent, MessageBody::Outbound { content }) => messages.push(
-                    ChatMessage::assistant(format!("(a human agent wrote) {}", content.preview_text())),
-                ),
+                (Author::Agent, MessageBody::Outbound { content }) => {
+                    messages.push(ChatMessage::assistant(format!(
+                        "(a human agent wrote) {}",
+                        content.preview_text()
+                    )))
+                }
                 _ => {}
             }
         }
@@ -219,7 +228,10 @@ impl Assistant {
                 for call in &response.tool_calls {
                     messages.push(ChatMessage::tool_result(
                         call.id.clone(),
-                        format!("error: no tool named {:?}; answer the customer or call {HANDOFF_TOOL}", call.name),
+                        format!(
+                            "error: no tool named {:?}; answer the customer or call {HANDOFF_TOOL}",
+                            call.name
+                        ),
                     ));
                 }
                 continue;
@@ -297,12 +309,14 @@ impl Assistant {
                         hand_off(ctx, tenant, &mut c, reason.clone())?;
                     }
                 }
-                ctx.tenant(tenant).put(&CONVERSATIONS, c.id.as_bytes(), &c)?;
+                ctx.tenant(tenant)
+                    .put(&CONVERSATIONS, c.id.as_bytes(), &c)?;
                 Ok(true)
             })
             .await?;
         if changed {
-            self.live.publish(LiveUpdate::message(tenant, turn.conversation));
+            self.live
+                .publish(LiveUpdate::message(tenant, turn.conversation));
         }
         Ok(())
     }

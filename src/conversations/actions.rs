@@ -14,7 +14,12 @@ fn load(
 ) -> Result<Conversation, StoreError> {
     ctx.tenant(tenant)
         .get(&CONVERSATIONS, conversation.as_bytes())?
-        .ok_or_else(|| StoreError::rejected("not_found", format!("conversation {conversation} not found")))
+        .ok_or_else(|| {
+            StoreError::rejected(
+                "not_found",
+                format!("conversation {conversation} not found"),
+            )
+        })
 }
 
 /// Stores an outbound message as queued and publishes it for the sender, in the caller's commit.
@@ -43,8 +48,11 @@ pub fn queue_outbound(
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
-    ctx.tenant(tenant)
-        .put(&MESSAGES, &message_key(conversation.id, message.id), &message)?;
+    ctx.tenant(tenant).put(
+        &MESSAGES,
+        &message_key(conversation.id, message.id),
+        &message,
+    )?;
     publish(
         ctx,
         tenant,
@@ -81,8 +89,11 @@ pub fn add_note(
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
-    ctx.tenant(tenant)
-        .put(&MESSAGES, &message_key(conversation.id, message.id), &message)?;
+    ctx.tenant(tenant).put(
+        &MESSAGES,
+        &message_key(conversation.id, message.id),
+        &message,
+    )?;
     Ok(message)
 }
 
@@ -95,8 +106,10 @@ pub fn clear_pending_turn(
     let mut t = ctx.tenant(tenant);
     if let Some(pending) = t.get(&PENDING_TURNS, conversation.as_bytes())? {
         t.delete(&PENDING_TURNS, conversation.as_bytes())?;
-        t.global()
-            .delete(&TURN_SCHEDULE, &schedule_key(pending.due_ms, tenant, conversation))?;
+        t.global().delete(
+            &TURN_SCHEDULE,
+            &schedule_key(pending.due_ms, tenant, conversation),
+        )?;
     }
     Ok(())
 }
@@ -134,10 +147,19 @@ pub async fn take_over(
         .write(move |ctx| {
             let mut c = load(ctx, tenant, conversation)?;
             if c.state == ConversationState::Closed {
-                return Err(StoreError::rejected("conflict", "the conversation is closed"));
+                return Err(StoreError::rejected(
+                    "conflict",
+                    "the conversation is closed",
+                ));
             }
             c.state = ConversationState::Human;
-            add_note(ctx, tenant, &mut c, Author::System, "An agent took over".into())?;
+            add_note(
+                ctx,
+                tenant,
+                &mut c,
+                Author::System,
+                "An agent took over".into(),
+            )?;
             clear_pending_turn(ctx, tenant, conversation)?;
             save(ctx, tenant, &c)?;
             Ok(c)
@@ -202,11 +224,20 @@ pub async fn hand_back(
         .write(move |ctx| {
             let mut c = load(ctx, tenant, conversation)?;
             if c.state == ConversationState::Closed {
-                return Err(StoreError::rejected("conflict", "the conversation is closed"));
+                return Err(StoreError::rejected(
+                    "conflict",
+                    "the conversation is closed",
+                ));
             }
             c.state = ConversationState::Bot;
             c.handoff_reason = None;
-            add_note(ctx, tenant, &mut c, Author::System, "Handed back to the assistant".into())?;
+            add_note(
+                ctx,
+                tenant,
+                &mut c,
+                Author::System,
+                "Handed back to the assistant".into(),
+            )?;
             save(ctx, tenant, &c)?;
             Ok(c)
         })

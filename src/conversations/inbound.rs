@@ -7,9 +7,12 @@ use std::sync::Arc;
 use super::model::*;
 use super::turns::{schedule_key, ScheduledTurn, TurnScheduler, TURN_SCHEDULE};
 use super::{LiveBus, LiveUpdate};
-use crate::events::{Consumer, Delivery, Envelope, EventPayload, Handler, HandlerError, LaneKey};
-use crate::events::dispatch::HandlerFuture;
-use crate::storage::{ChannelId, ContactId, ConversationId, MessageId, Store, StoreError, TenantId, TenantWrite};
+use crate::events::{
+    Consumer, Delivery, Envelope, EventPayload, Handler, HandlerError, HandlerFuture, LaneKey,
+};
+use crate::storage::{
+    ChannelId, ContactId, ConversationId, MessageId, Store, StoreError, TenantId, TenantWrite,
+};
 use crate::tenants::{TenantStatus, CHANNELS, TENANTS};
 use crate::whatsapp::payload::{DeliveryStatus, InboundMessage, MessageContent, StatusUpdate};
 
@@ -47,11 +50,18 @@ impl Handler for ConversationsHandler {
                     profile_name,
                     message,
                 } => {
-                    self.file_message(delivery, envelope.tenant, *channel, profile_name.clone(), message.clone())
-                        .await
+                    self.file_message(
+                        delivery,
+                        envelope.tenant,
+                        *channel,
+                        profile_name.clone(),
+                        message.clone(),
+                    )
+                    .await
                 }
                 EventPayload::InboundStatus { status, .. } => {
-                    self.apply_status(delivery, envelope.tenant, status.clone()).await
+                    self.apply_status(delivery, envelope.tenant, status.clone())
+                        .await
                 }
                 _ => Ok(()),
             }
@@ -95,7 +105,8 @@ impl ConversationsHandler {
                     .unwrap_or(false);
                 let now = crate::events::now_ms();
                 let mut t = ctx.tenant(tenant);
-                let filed = file_into_conversation(&mut t, channel, profile_name.clone(), &inbound, now)?;
+                let filed =
+                    file_into_conversation(&mut t, channel, profile_name.clone(), &inbound, now)?;
                 let mut scheduled = None;
                 if let Some((conversation, state, content_starts_turn)) = filed.1 {
                     if state == ConversationState::Bot && active && content_starts_turn {
@@ -142,7 +153,8 @@ impl ConversationsHandler {
             self.turns.schedule(turn);
         }
         if filed.message.is_some() {
-            self.live.publish(LiveUpdate::message(tenant, filed.conversation));
+            self.live
+                .publish(LiveUpdate::message(tenant, filed.conversation));
         }
         Ok(())
     }
@@ -171,7 +183,11 @@ impl ConversationsHandler {
     }
 }
 
-type FiledParts = (ConversationId, Option<(ConversationId, ConversationState, bool)>, Option<MessageId>);
+type FiledParts = (
+    ConversationId,
+    Option<(ConversationId, ConversationState, bool)>,
+    Option<MessageId>,
+);
 
 /// Stores one customer message (once: a wamid seen before is a no-op) in its conversation.
 fn file_into_conversation(
@@ -255,7 +271,11 @@ fn file_into_conversation(
         attempts: 0,
         sources: Vec::new(),
     };
-    t.put(&MESSAGES, &message_key(conversation.id, message.id), &message)?;
+    t.put(
+        &MESSAGES,
+        &message_key(conversation.id, message.id),
+        &message,
+    )?;
     t.put(
         &MESSAGE_BY_WAMID,
         inbound.wamid.as_bytes(),
@@ -267,7 +287,11 @@ fn file_into_conversation(
     t.put(&CONVERSATIONS, conversation.id.as_bytes(), &conversation)?;
     Ok((
         conversation.id,
-        Some((conversation.id, conversation.state, starts_turn(&inbound.content))),
+        Some((
+            conversation.id,
+            conversation.state,
+            starts_turn(&inbound.content),
+        )),
         Some(message.id),
     ))
 }
@@ -309,7 +333,10 @@ pub fn apply_status_update(
         changed = true;
     }
     let moves_forward = new_status.rank() > message.status.rank()
-        || matches!(message.status, MessageStatus::Sending | MessageStatus::Unconfirmed);
+        || matches!(
+            message.status,
+            MessageStatus::Sending | MessageStatus::Unconfirmed
+        );
     if moves_forward && message.status != MessageStatus::Failed {
         message.status = new_status;
         message.status_at_ms = status.timestamp.saturating_mul(1000);
@@ -344,7 +371,12 @@ pub fn apply_status_update(
     }
 }
 
-pub fn handler(store: Store, debounce_ms: i64, turns: TurnScheduler, live: LiveBus) -> Arc<dyn Handler> {
+pub fn handler(
+    store: Store,
+    debounce_ms: i64,
+    turns: TurnScheduler,
+    live: LiveBus,
+) -> Arc<dyn Handler> {
     Arc::new(ConversationsHandler {
         store,
         debounce_ms,

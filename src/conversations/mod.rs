@@ -3,6 +3,7 @@
 pub mod actions;
 pub mod inbound;
 pub mod model;
+pub mod routes;
 pub mod turns;
 
 use serde::Serialize;
@@ -75,7 +76,10 @@ pub fn list_conversations(
     limit: usize,
 ) -> Result<Vec<Conversation>, StoreError> {
     let mut all: Vec<Conversation> = store
-        .read(|r| r.tenant(tenant).scan(&CONVERSATIONS, &[], false, usize::MAX))?
+        .read(|r| {
+            r.tenant(tenant)
+                .scan(&CONVERSATIONS, &[], false, usize::MAX)
+        })?
         .into_iter()
         .map(|(_, c)| c)
         .filter(|c| state.is_none_or(|s| c.state == s))
@@ -90,7 +94,10 @@ pub fn get_conversation(
     tenant: TenantId,
     conversation: ConversationId,
 ) -> Result<Option<Conversation>, StoreError> {
-    store.read(|r| r.tenant(tenant).get(&CONVERSATIONS, conversation.as_bytes()))
+    store.read(|r| {
+        r.tenant(tenant)
+            .get(&CONVERSATIONS, conversation.as_bytes())
+    })
 }
 
 /// The newest `limit` messages of a conversation, oldest first.

@@ -73,7 +73,9 @@ impl HandoffReason {
                 format!("assistant unavailable: {detail}")
             }
             HandoffReason::ToolLoop => "assistant kept calling tools without answering".into(),
-            HandoffReason::NonTextMessage => "customer sent something the assistant cannot read".into(),
+            HandoffReason::NonTextMessage => {
+                "customer sent something the assistant cannot read".into()
+            }
         }
     }
 }
@@ -172,10 +174,16 @@ impl MessageStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "body", rename_all = "snake_case")]
 pub enum MessageBody {
-    Inbound { content: MessageContent },
-    Outbound { content: OutboundContent },
+    Inbound {
+        content: MessageContent,
+    },
+    Outbound {
+        content: OutboundContent,
+    },
     /// Internal note (handoff record, agent note): never sent to the customer.
-    Note { text: String },
+    Note {
+        text: String,
+    },
 }
 
 impl MessageBody {

@@ -16,10 +16,22 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/tenants/{tenant}/conversations", get(list))
         .route("/api/v1/tenants/{tenant}/conversations/{id}", get(show))
-        .route("/api/v1/tenants/{tenant}/conversations/{id}/takeover", post(take_over))
-        .route("/api/v1/tenants/{tenant}/conversations/{id}/reply", post(reply))
-        .route("/api/v1/tenants/{tenant}/conversations/{id}/handback", post(hand_back))
-        .route("/api/v1/tenants/{tenant}/conversations/{id}/close", post(close))
+        .route(
+            "/api/v1/tenants/{tenant}/conversations/{id}/takeover",
+            post(take_over),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/conversations/{id}/reply",
+            post(reply),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/conversations/{id}/handback",
+            post(hand_back),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/conversations/{id}/close",
+            post(close),
+        )
 }
 
 #[derive(Deserialize)]
@@ -48,7 +60,11 @@ fn parse_state(s: &str) -> Result<ConversationState, ApiError> {
     })
 }
 
-fn ids(state: &AppState, tenant: &str, id: &str) -> Result<(crate::storage::TenantId, ConversationId), ApiError> {
+fn ids(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<(crate::storage::TenantId, ConversationId), ApiError> {
     let tenant = tenants::find_tenant(&state.store, tenant)?;
     let id: ConversationId = id
         .parse()

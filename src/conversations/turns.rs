@@ -31,7 +31,8 @@ impl Record for ScheduledTurn {
     const NAME: &'static str = "scheduled turn";
 }
 
-pub const TURN_SCHEDULE: GlobalCollection<ScheduledTurn> = GlobalCollection::new(tags::TURN_SCHEDULE);
+pub const TURN_SCHEDULE: GlobalCollection<ScheduledTurn> =
+    GlobalCollection::new(tags::TURN_SCHEDULE);
 
 pub fn schedule_key(due_ms: i64, tenant: TenantId, conversation: ConversationId) -> Vec<u8> {
     let mut key = Vec::with_capacity(40);
@@ -95,12 +96,16 @@ pub async fn run_scheduler(
     loop {
         let now = crate::events::now_ms();
         while heap.peek().is_some_and(|Reverse(t)| t.due_ms <= now) {
-            let Some(Reverse(turn)) = heap.pop() else { break };
+            let Some(Reverse(turn)) = heap.pop() else {
+                break;
+            };
             let runner = runner.clone();
             let permits = permits.clone();
             let retry_tx = retry_tx.clone();
             tasks.spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else { return };
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
                 if let TurnResult::RetryAfter(delay) = runner.run_turn(turn).await {
                     let mut again = turn;
                     again.due_ms = crate::events::now_ms() + delay.as_millis() as i64;

@@ -92,14 +92,18 @@ impl Dispatcher {
             }
         };
         if !backlog.is_empty() {
-            tracing::info!(consumer = consumer.name(), pending = backlog.len(), "resuming queued events");
+            tracing::info!(
+                consumer = consumer.name(),
+                pending = backlog.len(),
+                "resuming queued events"
+            );
         }
         let lanes: Arc<Mutex<HashMap<LaneKey, VecDeque<Envelope>>>> = Arc::default();
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let stopping = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
 
-        let mut enqueue = |envelope: Envelope, tasks: &mut JoinSet<()>| {
+        let enqueue = |envelope: Envelope, tasks: &mut JoinSet<()>| {
             let key = handler.lane(&envelope);
             let mut map = match lanes.lock() {
                 Ok(m) => m,
@@ -150,7 +154,12 @@ impl Dispatcher {
 fn load_backlog(store: &Store, consumer: Consumer) -> Result<(Vec<Envelope>, u64), StoreError> {
     store.read(|r| {
         let op = r.operator();
-        let rows = op.scan(&EVENT_QUEUE, &[queue_key(consumer, 0)[0]], false, usize::MAX)?;
+        let rows = op.scan(
+            &EVENT_QUEUE,
+            &[queue_key(consumer, 0)[0]],
+            false,
+            usize::MAX,
+        )?;
         let next_seq = crate::storage::next_event_seq(&op)?;
         Ok((rows.into_iter().map(|(_, e)| e).collect(), next_seq))
     })

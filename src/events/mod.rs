@@ -16,7 +16,7 @@ use crate::storage::{
 };
 use crate::whatsapp::payload::{InboundMessage, StatusUpdate};
 
-pub use dispatch::{Delivery, Dispatcher, Handler, HandlerError, LaneKey};
+pub use dispatch::{Delivery, Dispatcher, Handler, HandlerError, HandlerFuture, LaneKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Topic {
@@ -205,7 +205,8 @@ pub fn publish(
 
 /// Removes a delivered event from its consumer's queue, in the caller's write.
 pub fn ack(ctx: &mut WriteCtx<'_>, consumer: Consumer, seq: u64) -> Result<(), StoreError> {
-    ctx.operator().delete(&EVENT_QUEUE, &queue_key(consumer, seq))?;
+    ctx.operator()
+        .delete(&EVENT_QUEUE, &queue_key(consumer, seq))?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use redb::{Database, Durability, ReadableTable, TableHandle};
+use redb::{Database, Durability, TableHandle};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::Envelope;
@@ -185,7 +185,11 @@ const META_NEXT_SEQ: &[u8] = b"next_event_seq";
 impl Store {
     /// Opens (or creates) the database at `path` and starts the writer thread. `listener` hears of
     /// every committed event.
-    pub fn open(path: &Path, max_batch: usize, listener: CommitListener) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        max_batch: usize,
+        listener: CommitListener,
+    ) -> Result<Self, StoreError> {
         let db = Database::create(path)?;
         {
             // Create both tables up front so read transactions never meet a missing table.
@@ -255,7 +259,10 @@ impl Store {
     }
 
     /// Runs `f` on a consistent snapshot. Cheap; safe to call from async code for short reads.
-    pub fn read<R>(&self, f: impl FnOnce(&ReadCtx) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&ReadCtx) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let txn = self.db.begin_read()?;
         let ctx = ReadCtx {
             tenant: txn.open_table(TENANT_TABLE)?,
@@ -267,10 +274,11 @@ impl Store {
     /// Names of the tables in the file (used by checks and tests).
     pub fn table_names(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_read()?;
-        Ok(txn
+        let names = txn
             .list_tables()?
             .map(|t| t.name().to_string())
-            .collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        Ok(names)
     }
 }
 
@@ -303,7 +311,11 @@ fn writer_loop(
             s.commits += 1;
             s.jobs += size as u64;
         }
-        tracing::trace!(jobs = size, elapsed_us = started.elapsed().as_micros() as u64, "group commit");
+        tracing::trace!(
+            jobs = size,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group commit"
+        );
         if !published.is_empty() {
             listener(published);
         }
@@ -353,7 +365,9 @@ fn run_jobs(
     jobs: &mut [Box<dyn Job>],
     first_seq: u64,
 ) -> Result<(u64, Vec<Envelope>), BatchFailure> {
-    let mut txn = db.begin_write().map_err(|e| BatchFailure::Storage(e.into()))?;
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| BatchFailure::Storage(e.into()))?;
     txn.set_durability(Durability::Immediate);
     let (seq_after, published) = {
         let tables = WriteTables {

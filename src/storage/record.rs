@@ -34,7 +34,10 @@ pub fn encode<V: Record>(value: &V) -> Result<Vec<u8>, StoreError> {
 
 pub fn decode<V: Record>(bytes: &[u8]) -> Result<V, StoreError> {
     if bytes.len() < 2 {
-        return Err(StoreError::Corrupt(format!("{} value is truncated", V::NAME)));
+        return Err(StoreError::Corrupt(format!(
+            "{} value is truncated",
+            V::NAME
+        )));
     }
     let version = u16::from_le_bytes([bytes[0], bytes[1]]);
     let json = &bytes[2..];

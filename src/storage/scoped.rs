@@ -91,10 +91,11 @@ fn scan_table<'a, T: ReadableTable<&'static [u8], &'static [u8]>>(
         Some(end) => table.range::<&[u8]>(prefix.as_slice()..end.as_slice())?,
         None => table.range::<&[u8]>(prefix.as_slice()..)?,
     };
-    let map = |item: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
-        item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-            .map_err(StoreError::from)
-    };
+    let map =
+        |item: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
+            item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(StoreError::from)
+        };
     if reverse {
         Ok(Box::new(range.rev().map(map)))
     } else {

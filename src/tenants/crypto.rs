@@ -144,7 +144,10 @@ mod tests {
         let sealed = key.seal("EAAG-token", "t1/c1/access_token");
         assert!(!format!("{sealed:?}").contains("EAAG"));
         let again = MasterKey::load_or_create(&path).unwrap();
-        assert_eq!(again.open(&sealed, "t1/c1/access_token").unwrap(), "EAAG-token");
+        assert_eq!(
+            again.open(&sealed, "t1/c1/access_token").unwrap(),
+            "EAAG-token"
+        );
     }
 
     #[test]

@@ -233,7 +233,8 @@ pub async fn create_tenant(store: &Store, new: NewTenant) -> Result<Tenant, Tena
 }
 
 pub fn list_tenants(store: &Store) -> Result<Vec<Tenant>, TenantError> {
-    Ok(store.read(|r| r.operator().scan(&TENANTS, &[], false, usize::MAX))?
+    Ok(store
+        .read(|r| r.operator().scan(&TENANTS, &[], false, usize::MAX))?
         .into_iter()
         .map(|(_, t)| t)
         .collect())
@@ -259,7 +260,11 @@ pub fn get_tenant(store: &Store, id: TenantId) -> Result<Option<Tenant>, TenantE
     Ok(store.read(|r| r.operator().get(&TENANTS, id.as_bytes()))?)
 }
 
-pub async fn create_outlet(store: &Store, tenant: TenantId, name: &str) -> Result<Outlet, TenantError> {
+pub async fn create_outlet(
+    store: &Store,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Outlet, TenantError> {
     let outlet = Outlet {
         id: OutletId::new(),
         name: validate_name("name", name)?,
@@ -267,7 +272,10 @@ pub async fn create_outlet(store: &Store, tenant: TenantId, name: &str) -> Resul
     };
     let record = outlet.clone();
     store
-        .write(move |ctx| ctx.tenant(tenant).put(&OUTLETS, record.id.as_bytes(), &record))
+        .write(move |ctx| {
+            ctx.tenant(tenant)
+                .put(&OUTLETS, record.id.as_bytes(), &record)
+        })
         .await?;
     Ok(outlet)
 }
@@ -317,7 +325,10 @@ fn secret_context(tenant: TenantId, channel: ChannelId, field: &str) -> String {
 
 fn validate_digits(field: &'static str, value: &str) -> Result<(), TenantError> {
     if value.is_empty() || value.len() > 32 || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(field, "must be the numeric id shown in Meta's console"));
+        return Err(invalid(
+            field,
+            "must be the numeric id shown in Meta's console",
+        ));
     }
     Ok(())
 }
@@ -369,12 +380,23 @@ pub async fn add_channel(
                     access_token.expose(),
                     &secret_context(tenant, id, "access_token"),
                 ),
-                app_secret: key.seal(app_secret.expose(), &secret_context(tenant, id, "app_secret")),
+                app_secret: key.seal(
+                    app_secret.expose(),
+                    &secret_context(tenant, id, "app_secret"),
+                ),
                 verify_token: verify_token.expose().to_string(),
             };
-            (phone_number_id, kind, Some(verify_token.expose().to_string()))
+            (
+                phone_number_id,
+                kind,
+                Some(verify_token.expose().to_string()),
+            )
         }
-        NewChannelKind::Sandbox => (format!("sandbox-{}", id.0.simple()), ChannelKind::Sandbox, None),
+        NewChannelKind::Sandbox => (
+            format!("sandbox-{}", id.0.simple()),
+            ChannelKind::Sandbox,
+            None,
+        ),
     };
     if let Some(outlet) = new.outlet {
         let exists = store.read(|r| r.tenant(tenant).contains(&OUTLETS, outlet.as_bytes()))?;
@@ -397,7 +419,10 @@ pub async fn add_channel(
             if op.get(&TENANTS, tenant.as_bytes())?.is_none() {
                 return Err(reject(TenantError::NotFound(format!("tenant {tenant}"))));
             }
-            if op.get(&ROUTES, record.phone_number_id.as_bytes())?.is_some() {
+            if op
+                .get(&ROUTES, record.phone_number_id.as_bytes())?
+                .is_some()
+            {
                 return Err(reject(TenantError::Conflict(format!(
                     "phone_number_id {} is already connected",
                     record.phone_number_id
@@ -448,7 +473,9 @@ pub fn route_phone_number(
         let Some(tenant) = op.get(&TENANTS, route.tenant.as_bytes())? else {
             return Ok(None);
         };
-        let channel = r.tenant(route.tenant).get(&CHANNELS, route.channel.as_bytes())?;
+        let channel = r
+            .tenant(route.tenant)
+            .get(&CHANNELS, route.channel.as_bytes())?;
         Ok(channel.map(|channel| RoutedChannel { tenant, channel }))
     })?)
 }
@@ -458,10 +485,16 @@ pub fn verify_token_known(store: &Store, token: &str) -> Result<bool, TenantErro
     if token.is_empty() {
         return Ok(false);
     }
-    Ok(store.read(|r| r.operator().get(&VERIFY_TOKENS, token.as_bytes()))?.is_some())
+    Ok(store
+        .read(|r| r.operator().get(&VERIFY_TOKENS, token.as_bytes()))?
+        .is_some())
 }
 
-pub fn get_channel(store: &Store, tenant: TenantId, channel: ChannelId) -> Result<Option<Channel>, TenantError> {
+pub fn get_channel(
+    store: &Store,
+    tenant: TenantId,
+    channel: ChannelId,
+) -> Result<Option<Channel>, TenantError> {
     Ok(store.read(|r| r.tenant(tenant).get(&CHANNELS, channel.as_bytes()))?)
 }
 
@@ -488,8 +521,14 @@ pub fn channel_secrets(
             app_secret,
             ..
         } => Ok(Some(ChannelSecrets {
-            access_token: key.open(access_token, &secret_context(tenant, channel.id, "access_token"))?,
-            app_secret: key.open(app_secret, &secret_context(tenant, channel.id, "app_secret"))?,
+            access_token: key.open(
+                access_token,
+                &secret_context(tenant, channel.id, "access_token"),
+            )?,
+            app_secret: key.open(
+                app_secret,
+                &secret_context(tenant, channel.id, "app_secret"),
+            )?,
         })),
         ChannelKind::Sandbox => Ok(None),
     }

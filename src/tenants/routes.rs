@@ -26,7 +26,10 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-async fn list_tenants(_op: Operator, State(state): State<AppState>) -> Result<Json<Vec<Tenant>>, ApiError> {
+async fn list_tenants(
+    _op: Operator,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Tenant>>, ApiError> {
     Ok(Json(super::list_tenants(&state.store)?))
 }
 
@@ -36,7 +39,10 @@ async fn create_tenant(
     body: Result<Json<NewTenant>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     let Json(new) = body?;
-    Ok((StatusCode::CREATED, Json(super::create_tenant(&state.store, new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(super::create_tenant(&state.store, new).await?),
+    ))
 }
 
 async fn get_tenant(
@@ -135,7 +141,9 @@ async fn list_channels(
 ) -> Result<Json<Vec<ChannelView>>, ApiError> {
     let tenant = super::find_tenant(&state.store, &tenant)?;
     let channels = super::list_channels(&state.store, tenant.id)?;
-    Ok(Json(channels.into_iter().map(|c| view(&state, c)).collect()))
+    Ok(Json(
+        channels.into_iter().map(|c| view(&state, c)).collect(),
+    ))
 }
 
 async fn add_channel(

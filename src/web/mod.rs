@@ -69,5 +69,7 @@ async fn readyz(
             crate::events::queue_depth(&state.store, *consumer)?.into(),
         );
     }
-    Ok(Json(serde_json::json!({"status": "ready", "queue_depth": depth})))
+    Ok(Json(
+        serde_json::json!({"status": "ready", "queue_depth": depth}),
+    ))
 }

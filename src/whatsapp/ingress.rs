@@ -203,14 +203,24 @@ pub async fn store_batches(
                     .filter_map(|c| c.name.as_deref().map(|n| (c.wa_id.as_str(), n)))
                     .collect();
                 for message in &vb.batch.messages {
-                    if store_message(ctx, vb.tenant, vb.channel, names.get(message.from.as_str()).map(|s| s.to_string()), message)? {
+                    if store_message(
+                        ctx,
+                        vb.tenant,
+                        vb.channel,
+                        names.get(message.from.as_str()).map(|s| s.to_string()),
+                        message,
+                    )? {
                         stored += 1;
                     } else {
                         duplicates += 1;
                     }
                 }
                 for status in &vb.batch.statuses {
-                    let key = format!("status:{}:{}", status.wamid, String::from(status.status.clone()));
+                    let key = format!(
+                        "status:{}:{}",
+                        status.wamid,
+                        String::from(status.status.clone())
+                    );
                     let fresh = ctx.tenant(vb.tenant).insert_new(
                         &RECEIVED,
                         key.as_bytes(),

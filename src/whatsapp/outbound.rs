@@ -162,6 +162,47 @@ impl OutboundContent {
         }
     }
 
+    /// Short stable name of the kind of message (same as the Graph `type`).
+    pub fn kind(&self) -> &'static str {
+        self.graph_type()
+    }
+
+    /// What an agent (or the model, in the history) reads for this message.
+    pub fn preview_text(&self) -> String {
+        fn with_caption(tag: &str, caption: &Option<String>) -> String {
+            match caption {
+                Some(c) if !c.is_empty() => format!("[{tag}] {c}"),
+                _ => format!("[{tag}]"),
+            }
+        }
+        match self {
+            Self::Text { body, .. } => body.clone(),
+            Self::Image { caption, .. } => with_caption("image", caption),
+            Self::Audio { .. } => "[audio]".into(),
+            Self::Video { caption, .. } => with_caption("video", caption),
+            Self::Document {
+                caption, filename, ..
+            } => with_caption("document", &caption.clone().or_else(|| filename.clone())),
+            Self::Sticker { .. } => "[sticker]".into(),
+            Self::Template { name, .. } => format!("[template {name}]"),
+            Self::Interactive(i) => match i {
+                Interactive::Button { body, .. }
+                | Interactive::List { body, .. }
+                | Interactive::CtaUrl { body, .. } => body.clone(),
+                Interactive::Raw { .. } => "[interactive]".into(),
+            },
+            Self::Reaction { emoji, .. } => format!("[reaction {emoji}]"),
+            Self::Location { name, address, .. } => {
+                let place = [name.as_deref(), address.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("[location] {place}")
+            }
+        }
+    }
+
     /// Whether Meta only accepts this inside the 24-hour customer service window. Only approved
     /// templates may open or re-open a conversation; everything else gets error 131047 outside
     /// the window.

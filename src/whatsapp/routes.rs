@@ -47,21 +47,32 @@ struct Handshake {
 }
 
 /// Meta's subscription handshake: echo `hub.challenge` if the verify token is one of ours.
-async fn verify_subscription(State(state): State<AppState>, Query(q): Query<Handshake>) -> Response {
+async fn verify_subscription(
+    State(state): State<AppState>,
+    Query(q): Query<Handshake>,
+) -> Response {
     let token_ok = match q.verify_token.as_deref() {
         Some(token) => tenants::verify_token_known(&state.store, token).unwrap_or(false),
         None => false,
     };
     match (q.mode.as_deref(), q.challenge) {
-        (Some("subscribe"), Some(challenge)) if token_ok => (StatusCode::OK, challenge).into_response(),
+        (Some("subscribe"), Some(challenge)) if token_ok => {
+            (StatusCode::OK, challenge).into_response()
+        }
         _ => (StatusCode::FORBIDDEN, "verification failed").into_response(),
     }
 }
 
-async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let parsed = payload::parse_webhook(&body)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let signature = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
     let mut report = IngestReport::default();
     let verified = ingress::route_and_verify(
         &state.store,
@@ -95,7 +106,11 @@ struct SandboxAccepted {
     wamid: String,
 }
 
-fn sandbox_channel(state: &AppState, tenant: &str, channel: &str) -> Result<(tenants::Tenant, ChannelId), ApiError> {
+fn sandbox_channel(
+    state: &AppState,
+    tenant: &str,
+    channel: &str,
+) -> Result<(tenants::Tenant, ChannelId), ApiError> {
     let tenant = tenants::find_tenant(&state.store, tenant)?;
     let channel: ChannelId = channel
         .parse()
@@ -125,11 +140,17 @@ async fn sandbox_send(
     let (tenant, channel) = sandbox_channel(&state, &tenant, &channel)?;
     let from = msg.from.trim_start_matches('+').to_string();
     if !valid_wa_id(&from) {
-        return Err(ApiError::bad_request("invalid_input", "from: must be a phone number of 6-15 digits"));
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "from: must be a phone number of 6-15 digits",
+        ));
     }
     let text = msg.text.trim().to_string();
     if text.is_empty() || text.chars().count() > 4096 {
-        return Err(ApiError::bad_request("invalid_input", "text: must be 1-4096 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "text: must be 1-4096 characters",
+        ));
     }
     let wamid = format!("wamid.sandbox.{}", uuid::Uuid::now_v7().simple());
     let inbound = InboundMessage {
@@ -222,7 +243,8 @@ fn sandbox_view(
             messages: Vec::new(),
         });
     };
-    let messages: Vec<Message> = conversations::recent_messages(&state.store, tenant, conversation.id, 200)?;
+    let messages: Vec<Message> =
+        conversations::recent_messages(&state.store, tenant, conversation.id, 200)?;
     let lines = messages
         .into_iter()
         .filter(|m| m.created_at_ms > after_ms)

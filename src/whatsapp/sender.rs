@@ -27,8 +27,9 @@ use crate::conversations::{
     message_key, Conversation, LiveBus, LiveUpdate, Message, MessageBody, MessageRef,
     MessageStatus, CONVERSATIONS, MESSAGES, MESSAGE_BY_WAMID,
 };
-use crate::events::dispatch::HandlerFuture;
-use crate::events::{ack, Consumer, Delivery, Envelope, EventPayload, Handler, HandlerError, LaneKey};
+use crate::events::{
+    ack, Consumer, Delivery, Envelope, EventPayload, Handler, HandlerError, HandlerFuture, LaneKey,
+};
 use crate::storage::{ChannelId, ConversationId, MessageId, Store, StoreError, TenantId};
 use crate::tenants::crypto::MasterKey;
 use crate::tenants::{self, Channel};
@@ -62,7 +63,13 @@ enum Step {
 }
 
 impl SenderHandle {
-    pub fn new(store: Store, key: MasterKey, graph: GraphClient, settings: GraphSettings, live: LiveBus) -> Self {
+    pub fn new(
+        store: Store,
+        key: MasterKey,
+        graph: GraphClient,
+        settings: GraphSettings,
+        live: LiveBus,
+    ) -> Self {
         Self {
             inner: Arc::new(SenderInner {
                 store,
@@ -101,7 +108,12 @@ impl SenderHandle {
                 return None;
             }
         };
-        SendCredentials::new(api_version.clone(), channel.phone_number_id.clone(), secrets.access_token).ok()
+        SendCredentials::new(
+            api_version.clone(),
+            channel.phone_number_id.clone(),
+            secrets.access_token,
+        )
+        .ok()
     }
 
     async fn take_rate_token(&self, phone_number_id: &str) {
@@ -112,12 +124,16 @@ impl SenderHandle {
                     Ok(b) => b,
                     Err(p) => p.into_inner(),
                 };
-                let bucket = buckets.entry(phone_number_id.to_string()).or_insert(Bucket {
-                    tokens: rate,
-                    last: Instant::now(),
-                });
+                let bucket = buckets
+                    .entry(phone_number_id.to_string())
+                    .or_insert(Bucket {
+                        tokens: rate,
+                        last: Instant::now(),
+                    });
                 let now = Instant::now();
-                bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(rate);
+                bucket.tokens = (bucket.tokens
+                    + now.duration_since(bucket.last).as_secs_f64() * rate)
+                    .min(rate);
                 bucket.last = now;
                 if bucket.tokens >= 1.0 {
                     bucket.tokens -= 1.0;
@@ -193,11 +209,19 @@ impl SenderHandle {
         if done {
             delivery.mark_acked();
         }
-        self.inner.live.publish(LiveUpdate::status(tenant, at.conversation));
+        self.inner
+            .live
+            .publish(LiveUpdate::status(tenant, at.conversation));
         Ok(())
     }
 
-    async fn fail(&self, delivery: &Delivery, tenant: TenantId, at: MessageRef, reason: String) -> Result<Step, StoreError> {
+    async fn fail(
+        &self,
+        delivery: &Delivery,
+        tenant: TenantId,
+        at: MessageRef,
+        reason: String,
+    ) -> Result<Step, StoreError> {
         tracing::warn!(tenant = %tenant, conversation = %at.conversation, %reason, "message failed");
         self.update(delivery, tenant, at, true, move |m| {
             m.status = MessageStatus::Failed;
@@ -209,7 +233,12 @@ impl SenderHandle {
     }
 
     /// One step of a message's life. Called again after each `Wait`.
-    async fn step(&self, delivery: &Delivery, tenant: TenantId, at: MessageRef) -> Result<Step, StoreError> {
+    async fn step(
+        &self,
+        delivery: &Delivery,
+        tenant: TenantId,
+        at: MessageRef,
+    ) -> Result<Step, StoreError> {
         let loaded = self.inner.store.read(|r| {
             let t = r.tenant(tenant);
             let m = t.get(&MESSAGES, &message_key(at.conversation, at.message))?;
@@ -221,14 +250,20 @@ impl SenderHandle {
         };
         let now = crate::events::now_ms();
         match message.status {
-            MessageStatus::Sent | MessageStatus::Delivered | MessageStatus::Read | MessageStatus::Failed | MessageStatus::Received => {
+            MessageStatus::Sent
+            | MessageStatus::Delivered
+            | MessageStatus::Read
+            | MessageStatus::Failed
+            | MessageStatus::Received => {
                 return Ok(Step::Done);
             }
             MessageStatus::Sending => {
                 // We crashed after recording the intent and before learning the outcome.
                 self.update(delivery, tenant, at, false, |m| {
                     m.status = MessageStatus::Unconfirmed;
-                    m.failure = Some("interrupted while sending; waiting for WhatsApp's status report".into());
+                    m.failure = Some(
+                        "interrupted while sending; waiting for WhatsApp's status report".into(),
+                    );
                     m.status_at_ms = crate::events::now_ms();
                 })
                 .await?;
@@ -237,7 +272,9 @@ impl SenderHandle {
             MessageStatus::Unconfirmed => {
                 let deadline = message.status_at_ms + self.inner.settings.reconcile_after_ms as i64;
                 if now < deadline {
-                    return Ok(Step::Wait(Duration::from_millis(((deadline - now) as u64).min(1_000))));
+                    return Ok(Step::Wait(Duration::from_millis(
+                        ((deadline - now) as u64).min(1_000),
+                    )));
                 }
                 tracing::warn!(tenant = %tenant, conversation = %at.conversation, "no status report for an unconfirmed send; sending again");
             }
@@ -251,20 +288,36 @@ impl SenderHandle {
                 .fail(delivery, tenant, at, "not sent: the 24-hour customer-service window is closed; only a template message can reach this customer now".into())
                 .await;
         }
-        let Some(channel) = tenants::get_channel(&self.inner.store, tenant, conversation.channel).map_err(|e| StoreError::Io(e.to_string()))? else {
-            return self.fail(delivery, tenant, at, "the channel no longer exists".into()).await;
+        let Some(channel) = tenants::get_channel(&self.inner.store, tenant, conversation.channel)
+            .map_err(|e| StoreError::Io(e.to_string()))?
+        else {
+            return self
+                .fail(delivery, tenant, at, "the channel no longer exists".into())
+                .await;
         };
         if channel.is_sandbox() {
             return self.deliver_to_sandbox(delivery, tenant, at).await;
         }
         let Some(creds) = self.credentials(tenant, &channel) else {
-            return self.fail(delivery, tenant, at, "the channel's credentials are unusable".into()).await;
+            return self
+                .fail(
+                    delivery,
+                    tenant,
+                    at,
+                    "the channel's credentials are unusable".into(),
+                )
+                .await;
         };
         let attempts = message.attempts + 1;
         if attempts > self.inner.settings.max_attempts {
             let last = message.failure.clone().unwrap_or_default();
             return self
-                .fail(delivery, tenant, at, format!("gave up after {} attempts: {last}", message.attempts))
+                .fail(
+                    delivery,
+                    tenant,
+                    at,
+                    format!("gave up after {} attempts: {last}", message.attempts),
+                )
                 .await;
         }
         self.pace_recipient(&conversation.contact_wa_id).await;
@@ -276,14 +329,17 @@ impl SenderHandle {
             m.status_at_ms = crate::events::now_ms();
         })
         .await?;
-        let body = content.to_graph_body(&conversation.contact_wa_id, None, Some(&at.callback_tag()));
+        let body =
+            content.to_graph_body(&conversation.contact_wa_id, None, Some(&at.callback_tag()));
         let outcome = self.inner.graph.send(&creds, &body).await;
         self.note_sent_to(&conversation.contact_wa_id);
         match outcome {
             SendOutcome::Accepted { wamid } => {
                 self.update(delivery, tenant, at, true, move |m| {
                     // A status webhook may have overtaken the response; never move backwards.
-                    if m.status.rank() < MessageStatus::Sent.rank() || m.status == MessageStatus::Unconfirmed {
+                    if m.status.rank() < MessageStatus::Sent.rank()
+                        || m.status == MessageStatus::Unconfirmed
+                    {
                         m.status = MessageStatus::Sent;
                         m.status_at_ms = crate::events::now_ms();
                     }
@@ -293,7 +349,12 @@ impl SenderHandle {
                 .await?;
                 Ok(Step::Done)
             }
-            SendOutcome::Retryable { code, http_status, reason, retry_after } => {
+            SendOutcome::Retryable {
+                code,
+                http_status,
+                reason,
+                retry_after,
+            } => {
                 let delay = backoff_delay(
                     attempts.saturating_sub(1),
                     retry_after,
@@ -326,7 +387,12 @@ impl SenderHandle {
 
     /// Sandbox channels have no Meta behind them: the simulator is the customer's phone, so the
     /// message is delivered as soon as it is sent.
-    async fn deliver_to_sandbox(&self, delivery: &Delivery, tenant: TenantId, at: MessageRef) -> Result<Step, StoreError> {
+    async fn deliver_to_sandbox(
+        &self,
+        delivery: &Delivery,
+        tenant: TenantId,
+        at: MessageRef,
+    ) -> Result<Step, StoreError> {
         self.update(delivery, tenant, at, true, move |m| {
             m.status = MessageStatus::Delivered;
             m.attempts += 1;
@@ -346,14 +412,20 @@ impl Handler for SenderHandle {
     /// One lane per conversation: a customer's messages leave in order.
     fn lane(&self, envelope: &Envelope) -> LaneKey {
         match &envelope.payload {
-            EventPayload::OutgoingMessage { conversation, .. } => format!("{}:{}", envelope.tenant, conversation),
+            EventPayload::OutgoingMessage { conversation, .. } => {
+                format!("{}:{}", envelope.tenant, conversation)
+            }
             _ => envelope.tenant.to_string(),
         }
     }
 
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let EventPayload::OutgoingMessage { conversation, message } = &delivery.envelope.payload else {
+            let EventPayload::OutgoingMessage {
+                conversation,
+                message,
+            } = &delivery.envelope.payload
+            else {
                 return Ok(());
             };
             let at = MessageRef {
@@ -362,7 +434,11 @@ impl Handler for SenderHandle {
             };
             let tenant = delivery.envelope.tenant;
             loop {
-                match self.step(delivery, tenant, at).await.map_err(HandlerError::from)? {
+                match self
+                    .step(delivery, tenant, at)
+                    .await
+                    .map_err(HandlerError::from)?
+                {
                     Step::Done => return Ok(()),
                     Step::Wait(d) => tokio::time::sleep(d).await,
                 }
@@ -372,9 +448,16 @@ impl Handler for SenderHandle {
 }
 
 /// For tests and the dashboard: the outbound messages of a conversation with their status.
-pub fn outbound_messages(store: &Store, tenant: TenantId, conversation: ConversationId) -> Result<Vec<Message>, StoreError> {
+pub fn outbound_messages(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Vec<Message>, StoreError> {
     Ok(store
-        .read(|r| r.tenant(tenant).scan(&MESSAGES, conversation.as_bytes(), false, usize::MAX))?
+        .read(|r| {
+            r.tenant(tenant)
+                .scan(&MESSAGES, conversation.as_bytes(), false, usize::MAX)
+        })?
         .into_iter()
         .map(|(_, m)| m)
         .filter(|m| matches!(m.body, MessageBody::Outbound { .. }))

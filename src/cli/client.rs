@@ -1,0 +1,281 @@
+//! The CLI's way to the API: the running server of this data directory if there is one, else an
+//! in-process server started for the command.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+use super::{ChannelCommand, OutletCommand, TenantCommand};
+use crate::config::Config;
+
+const SERVER_FILE: &str = "server.json";
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
+            let code = value["error"]["code"].as_str().unwrap_or("error");
+            bail!("{message} ({code}, HTTP {})", status.as_u16());
+        }
+        Ok(value)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+pub fn write_server_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
+    let body = json!({"url": url, "pid": std::process::id()}).to_string();
+    crate::tenants::crypto::write_private(&data_dir.join(SERVER_FILE), body.as_bytes())
+        .context("cannot write server.json")
+}
+
+pub fn remove_server_file(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
+}
+
+/// A connection to the API for a management command, and what to stop afterwards.
+pub struct Session {
+    pub api: ApiClient,
+    in_process: Option<(tokio::sync::oneshot::Sender<()>, crate::app::Running)>,
+}
+
+impl Session {
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let token_path = config.data_dir.join(crate::web::auth::OPERATOR_TOKEN_FILE);
+        if let Ok(raw) = std::fs::read_to_string(config.data_dir.join(SERVER_FILE)) {
+            let info: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+            if let (Some(url), Ok(token)) =
+                (info["url"].as_str(), std::fs::read_to_string(&token_path))
+            {
+                let api = ApiClient::new(url, token.trim());
+                if api.http.get(format!("{url}/healthz")).send().await.is_ok() {
+                    return Ok(Self {
+                        api,
+                        in_process: None,
+                    });
+                }
+            }
+        }
+        // No server on this data directory: run one for this command only.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = crate::app::launch(config, listener, async {
+            let _ = stopped.await;
+        })
+        .await?;
+        let api = ApiClient::new(&running.url(), &running.state.operator_token);
+        Ok(Self {
+            api,
+            in_process: Some((stop, running)),
+        })
+    }
+
+    pub async fn close(self) {
+        if let Some((stop, running)) = self.in_process {
+            let _ = stop.send(());
+            running.wait().await;
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+async fn with_session<F, Fut>(config: Config, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ApiClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let session = Session::open(config).await?;
+    let result = f(session.api.clone()).await;
+    session.close().await;
+    result
+}
+
+pub async fn tenant(config: Config, cmd: TenantCommand) -> anyhow::Result<()> {
+    with_session(config, |api| async move {
+        match cmd {
+            TenantCommand::List => {
+                let tenants = api.get("/api/v1/tenants").await?;
+                for t in tenants.as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        t["slug"].as_str().unwrap_or(""),
+                        t["name"].as_str().unwrap_or(""),
+                        t["status"].as_str().unwrap_or(""),
+                        t["time_zone"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            TenantCommand::Create {
+                slug,
+                name,
+                time_zone,
+            } => {
+                let t = api
+                    .post(
+                        "/api/v1/tenants",
+                        json!({"slug": slug, "name": name, "time_zone": time_zone}),
+                    )
+                    .await?;
+                print_json(&t);
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub async fn outlet(config: Config, cmd: OutletCommand) -> anyhow::Result<()> {
+    with_session(config, |api| async move {
+        match cmd {
+            OutletCommand::List { tenant } => print_json(
+                &api.get(&format!("/api/v1/tenants/{tenant}/outlets"))
+                    .await?,
+            ),
+            OutletCommand::Create { tenant, name } => print_json(
+                &api.post(
+                    &format!("/api/v1/tenants/{tenant}/outlets"),
+                    json!({"name": name}),
+                )
+                .await?,
+            ),
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub async fn channel(config: Config, cmd: ChannelCommand) -> anyhow::Result<()> {
+    with_session(config, |api| async move {
+        match cmd {
+            ChannelCommand::List { tenant } => {
+                print_json(&api.get(&format!("/api/v1/tenants/{tenant}/channels")).await?)
+            }
+            ChannelCommand::AddCloud {
+                tenant,
+                name,
+                phone_number_id,
+                waba_id,
+                display_phone_number,
+                api_version,
+                outlet,
+                access_token,
+                app_secret,
+                verify_token,
+            } => {
+                let c = api
+                    .post(
+                        &format!("/api/v1/tenants/{tenant}/channels"),
+                        json!({
+                            "type": "cloud_api", "name": name, "outlet": outlet,
+                            "phone_number_id": phone_number_id, "waba_id": waba_id,
+                            "display_phone_number": display_phone_number, "api_version": api_version,
+                            "access_token": access_token, "app_secret": app_secret, "verify_token": verify_token,
+                        }),
+                    )
+                    .await?;
+                print_json(&c);
+                println!("Meta only calls HTTPS webhooks: set the callback URL above behind TLS.");
+            }
+            ChannelCommand::AddSandbox { tenant, name, outlet } => {
+                let c = api
+                    .post(
+                        &format!("/api/v1/tenants/{tenant}/channels"),
+                        json!({"type": "sandbox", "name": name, "outlet": outlet}),
+                    )
+                    .await?;
+                print_json(&c);
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Makes sure the demo tenant and its sandbox channel exist; returns (tenant slug, channel id).
+pub async fn ensure_demo(api: &ApiClient) -> anyhow::Result<(String, String)> {
+    let slug = "demo";
+    let tenants = api.get("/api/v1/tenants").await?;
+    let exists = tenants
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["slug"] == slug);
+    if !exists {
+        api.post(
+            "/api/v1/tenants",
+            json!({"slug": slug, "name": "Demo Coffee", "time_zone": "Asia/Jakarta"}),
+        )
+        .await?;
+    }
+    let channels = api.get(&format!("/api/v1/tenants/{slug}/channels")).await?;
+    let sandbox = channels
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "sandbox")
+        .cloned();
+    let channel = match sandbox {
+        Some(c) => c,
+        None => {
+            api.post(
+                &format!("/api/v1/tenants/{slug}/channels"),
+                json!({"type": "sandbox", "name": "Demo sandbox"}),
+            )
+            .await?
+        }
+    };
+    let id = channel["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("sandbox channel without id"))?
+        .to_string();
+    Ok((slug.to_string(), id))
+}
