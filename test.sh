@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests. CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "==> systemd unit"
+if command -v systemd-analyze >/dev/null 2>&1; then
+  tmp=$(mktemp -d)
+  # Verify the unit as installed: the binary path must exist for systemd-analyze.
+  sed "s#/opt/wacrm/wacrm#$(command -v true)#" deploy/wacrm.service > "$tmp/wacrm.service"
+  systemd-analyze verify "$tmp/wacrm.service"
+  rm -rf "$tmp"
+fi
+echo "==> cargo test"
+cargo test --locked --all-targets
