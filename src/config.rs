@@ -289,6 +289,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns figment::Error
     fn file_then_environment_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wacrm.toml");

@@ -55,7 +55,7 @@ impl Handler for ConversationsHandler {
                         envelope.tenant,
                         *channel,
                         profile_name.clone(),
-                        message.clone(),
+                        (**message).clone(),
                     )
                     .await
                 }

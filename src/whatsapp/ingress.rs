@@ -274,7 +274,7 @@ pub fn store_message(
             EventPayload::InboundMessage {
                 channel,
                 profile_name,
-                message: message.clone(),
+                message: Box::new(message.clone()),
             },
         )?;
     }

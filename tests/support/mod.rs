@@ -65,9 +65,11 @@ pub fn test_config(
     llm: Option<&FakeLlm>,
     debounce_ms: u64,
 ) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_path_buf();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     config.graph.base_url = graph_url.to_string();
     config.graph.timeout_ms = 2_000;
     config.graph.recipient_gap_ms = 0;
