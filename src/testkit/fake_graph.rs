@@ -72,6 +72,13 @@ pub struct StatusWebhookConfig {
     pub display_phone_number: String,
     /// Sent in this order per message. Reactions only ever get `Sent`, as on Meta.
     pub statuses: Vec<StatusKind>,
+    /// Meta redelivers a webhook that got no answer or a non-2xx one, with backoff, for days; the
+    /// fake keeps retrying for this long (0: one try only). Crash tests rely on it: a status
+    /// posted while the app is down must still arrive after it restarts.
+    pub retry_for: Duration,
+    /// First retry delay; it doubles up to `retry_max_delay`.
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
 }
 
 impl StatusWebhookConfig {
@@ -82,6 +89,9 @@ impl StatusWebhookConfig {
             waba_id: "102290129340398".into(),
             display_phone_number: "15550783881".into(),
             statuses: vec![StatusKind::Sent, StatusKind::Delivered, StatusKind::Read],
+            retry_for: Duration::from_secs(30),
+            retry_base_delay: Duration::from_millis(50),
+            retry_max_delay: Duration::from_millis(500),
         }
     }
 }
@@ -1111,7 +1121,7 @@ fn spawn_status_webhooks(inner: Arc<Inner>, config: Arc<StatusWebhookConfig>, se
             };
             let signature = sign_webhook(&config.app_secret, &raw);
             let delivery = tokio::select! {
-                d = post_webhook(&inner.webhook_http, &config.url, raw, &signature) => d,
+                d = post_webhook(&inner.webhook_http, &config, raw, &signature) => d,
                 _ = stop.wait_for(|s| *s) => return,
             };
             let (http_status, tries) = delivery;
@@ -1126,17 +1136,22 @@ fn spawn_status_webhooks(inner: Arc<Inner>, config: Arc<StatusWebhookConfig>, se
     });
 }
 
-/// Meta retries webhooks that do not get a 200; three tries with backoff is enough locally.
+/// Posts one webhook, retrying failures (connection errors, non-2xx answers) with doubling
+/// delays until `config.retry_for` is spent. Returns the last HTTP status and the tries made.
 async fn post_webhook(
     http: &reqwest::Client,
-    url: &str,
+    config: &StatusWebhookConfig,
     raw: Vec<u8>,
     signature: &str,
 ) -> (Option<u16>, u32) {
+    let started = Instant::now();
+    let mut delay = config.retry_base_delay;
     let mut last = None;
-    for tries in 1..=3u32 {
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
         let result = http
-            .post(url)
+            .post(&config.url)
             .header(header::CONTENT_TYPE, "application/json")
             .header("X-Hub-Signature-256", signature)
             .body(raw.clone())
@@ -1149,11 +1164,12 @@ async fn post_webhook(
                 return (last, tries);
             }
         }
-        if tries < 3 {
-            tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+        if started.elapsed() + delay > config.retry_for {
+            return (last, tries);
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(config.retry_max_delay.max(config.retry_base_delay));
     }
-    (last, 3)
 }
 
 #[cfg(test)]
@@ -1505,6 +1521,70 @@ mod tests {
             received += 1;
         }
         assert_eq!(received, 4);
+        fake.shutdown().await;
+    }
+
+    /// A webhook endpoint that answers 503 to its first `failures` requests, then 200.
+    async fn flaky_receiver(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = Router::new().route(
+            "/webhooks/whatsapp",
+            post(move || {
+                let counter = counter.clone();
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/webhooks/whatsapp",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn failed_status_webhooks_are_retried_like_meta_does() {
+        let (url, _) = flaky_receiver(2).await;
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
+        let mut config = StatusWebhookConfig::new(url, "s");
+        config.statuses = vec![StatusKind::Sent];
+        config.retry_base_delay = Duration::from_millis(5);
+        fake.set_status_webhook(Some(config));
+        let client = Client::new(&fake);
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        let deliveries = fake.wait_for_webhooks(1, WAIT).await;
+        assert_eq!(deliveries[0].http_status, Some(200));
+        assert_eq!(deliveries[0].tries, 3);
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn webhook_retries_stop_when_the_retry_window_is_spent() {
+        let (url, seen) = flaky_receiver(usize::MAX).await;
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
+        let mut config = StatusWebhookConfig::new(url, "s");
+        config.statuses = vec![StatusKind::Sent];
+        config.retry_for = Duration::ZERO;
+        fake.set_status_webhook(Some(config));
+        let client = Client::new(&fake);
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        let deliveries = fake.wait_for_webhooks(1, WAIT).await;
+        assert_eq!(deliveries[0].http_status, Some(503));
+        assert_eq!(deliveries[0].tries, 1);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
         fake.shutdown().await;
     }
 }
