@@ -510,3 +510,54 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
 
     server.kill().await;
 }
+
+/// The in-process cousin of a crash mid-send: the answer to a send is lost (the request times
+/// out) although Meta took the message, and its status reports (sent, delivered, read) arrive
+/// while the sender still waits. The message is confirmed by them; it must not be marked
+/// unconfirmed afterwards and sent again once the reconciliation delay has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_is_lost_is_confirmed_by_its_status_reports_not_resent() {
+    use support::{Options, TestApp, WAIT};
+    use wacrm::events::{queue_depth, Consumer};
+    use wacrm::testkit::fake_graph::Failure;
+
+    let app = TestApp::start(Options {
+        tweak: Box::new(|c| {
+            c.graph.timeout_ms = 600;
+            c.graph.reconcile_after_ms = 300;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let tenant = app.tenant_with_channel("acme", PHONE_NUMBER_ID).await;
+    // The turn's read receipt and its reply are the next two requests, in either order: both
+    // are held past the client's timeout (the fake accepts them and reports statuses at once).
+    app.graph.fail_next(2, Failure::Timeout);
+    let body = text_webhook(
+        PHONE_NUMBER_ID,
+        "6281234567890",
+        "wamid.LOST1",
+        "hello there",
+    );
+    assert_eq!(app.post_signed(&body).await.0, 200);
+
+    // Idle: the reply is read and the sender has nothing left to do, so no later send can come.
+    app.wait_for(WAIT, |app| {
+        let c = app.conversations(tenant).pop()?;
+        let read = app.messages(tenant, &c).into_iter().any(|m| {
+            m.author == wacrm::conversations::Author::Assistant
+                && m.status == wacrm::conversations::MessageStatus::Read
+        });
+        (read && queue_depth(app.store(), Consumer::Sender).ok()? == 0).then_some(())
+    })
+    .await;
+    let timed_out = app
+        .graph
+        .attempts()
+        .iter()
+        .filter(|a| a.injected == Some(Failure::Timeout) && a.wamid.is_some())
+        .count();
+    assert_eq!(timed_out, 1, "the reply's send timed out");
+    let sent = app.graph.sent();
+    assert_eq!(sent.len(), 1, "the customer got the reply twice: {sent:#?}");
+}
