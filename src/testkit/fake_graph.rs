@@ -79,6 +79,9 @@ pub struct StatusWebhookConfig {
     /// First retry delay; it doubles up to `retry_max_delay`.
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
+    /// Wait after accepting a message before its first status: Meta's statuses come a moment
+    /// after the answer, not with it.
+    pub delay: Duration,
 }
 
 impl StatusWebhookConfig {
@@ -92,6 +95,7 @@ impl StatusWebhookConfig {
             retry_for: Duration::from_secs(30),
             retry_base_delay: Duration::from_millis(50),
             retry_max_delay: Duration::from_millis(500),
+            delay: Duration::ZERO,
         }
     }
 }
@@ -241,6 +245,7 @@ struct Inner {
 #[derive(Default)]
 struct FakeState {
     latency: Option<Duration>,
+    answer_delay: Option<Duration>,
     pair_min_gap: Option<Duration>,
     status_webhook: Option<Arc<StatusWebhookConfig>>,
     script: VecDeque<Failure>,
@@ -394,6 +399,13 @@ impl FakeGraph {
         self.inner.state().latency = latency;
     }
 
+    /// Holds every answer this long *after* the request was decided and recorded: the window in
+    /// which Meta has the message but the client does not know yet (where a crash or a lost
+    /// answer leaves the client unsure whether it was sent). `set_latency` delays before.
+    pub fn set_answer_delay(&self, delay: Option<Duration>) {
+        self.inner.state().answer_delay = delay;
+    }
+
     pub fn set_pair_min_gap(&self, gap: Option<Duration>) {
         self.inner.state().pair_min_gap = gap;
     }
@@ -458,6 +470,14 @@ async fn messages(
     let (reply, accepted) = decide(&inner, request);
     if let Some((send, config)) = accepted {
         spawn_status_webhooks(inner.clone(), config, send);
+    }
+    let answer_delay = inner.state().answer_delay;
+    if let Some(delay) = answer_delay {
+        let mut stop = inner.shutdown.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
     }
     match reply {
         Reply::Now(response) => response,
@@ -1110,6 +1130,12 @@ pub fn status_webhook_payload(
 fn spawn_status_webhooks(inner: Arc<Inner>, config: Arc<StatusWebhookConfig>, send: RecordedSend) {
     tokio::spawn(async move {
         let mut stop = inner.shutdown.subscribe();
+        if !config.delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(config.delay) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
         let reaction = send.message_type == "reaction";
         for &status in &config.statuses {
             if reaction && status != StatusKind::Sent {
@@ -1419,6 +1445,20 @@ mod tests {
         let pending =
             tokio::spawn(async move { client.post(TOKEN, &text_to("16505551234")).await });
         assert_eq!(fake.wait_for_sent(1, WAIT).await.len(), 1);
+        fake.shutdown().await;
+        let (status, _, body) = pending.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body["messages"][0]["id"].is_string());
+    }
+
+    #[tokio::test]
+    async fn an_answer_delay_holds_the_answer_of_a_message_already_accepted() {
+        let (fake, client) = start().await;
+        fake.set_answer_delay(Some(Duration::from_secs(60)));
+        let pending =
+            tokio::spawn(async move { client.post(TOKEN, &text_to("16505551234")).await });
+        assert_eq!(fake.wait_for_sent(1, WAIT).await.len(), 1);
+        assert!(!pending.is_finished(), "answered before the delay");
         fake.shutdown().await;
         let (status, _, body) = pending.await.unwrap();
         assert_eq!(status, 200);
