@@ -12,6 +12,13 @@
 //! model echoes, so a reply to "X" is "You said: X". The child listens on one fixed port across
 //! restarts, as a real deployment keeps its webhook URL.
 //!
+//! Timing is set so kills land inside the interesting windows: the model answers slowly (a kill
+//! interrupts a turn), the fake Graph API waits before taking a message (a kill there means it was
+//! never sent: it must go out once after the reconciliation delay) and holds its answer after
+//! taking it, with the status reports a moment later (a kill there means it *was* sent but the app
+//! does not know: it must be confirmed by the redelivered status reports, never sent again).
+//! Debounce and reconciliation delays are short so the whole run takes seconds.
+//!
 //! Many customers each send one distinct text, at random moments, from concurrent tasks. A
 //! customer whose webhook is not answered 200 (connection refused, cut mid-request) posts it again
 //! after a short backoff, as Meta redelivers; some customers whose webhook *was* acknowledged post
@@ -90,6 +97,7 @@ impl Server {
             .arg("--listen")
             .arg(&self.listen)
             .env("WACRM_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -243,8 +251,11 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
     let graph = FakeGraph::start(FakeGraphOptions::new(ACCESS_TOKEN))
         .await
         .unwrap();
-    // Latency on both fakes keeps turns and sends in flight long enough for kills to land in them.
-    graph.set_latency(Some(Duration::from_millis(80)));
+    // Latency on both fakes keeps turns and sends in flight long enough for kills to land in
+    // them: before the Graph API takes a message (it was never sent: send it again), and after
+    // it took it but before the answer arrived (it was sent: never send it again).
+    graph.set_latency(Some(Duration::from_millis(40)));
+    graph.set_answer_delay(Some(Duration::from_millis(80)));
     let llm = FakeLlm::start(FakeLlmOptions {
         latency: Duration::from_millis(150),
         ..FakeLlmOptions::default()
@@ -268,6 +279,9 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
     let mut hook = StatusWebhookConfig::new(format!("{url}/webhooks/whatsapp"), APP_SECRET);
     hook.retry_for = Duration::from_secs(30);
     hook.retry_max_delay = Duration::from_millis(300);
+    // Statuses come a moment after the answer, so a kill can fall between the Graph API taking a
+    // message and the app learning of it either way.
+    hook.delay = Duration::from_millis(300);
     graph.set_status_webhook(Some(hook));
 
     server.start().await;
@@ -310,7 +324,7 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
     let kills: Vec<(Duration, Duration)> = (0..KILLS)
         .map(|_| {
             (
-                rng.gen_range(Duration::from_millis(300)..Duration::from_millis(2_000)),
+                rng.gen_range(Duration::from_millis(50)..Duration::from_millis(2_000)),
                 rng.gen_range(Duration::ZERO..Duration::from_millis(300)),
             )
         })
@@ -385,14 +399,33 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
         if answered && webhooks_done && idle {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not idle within {BOUND:?}: answered {}/{CUSTOMERS}, {} sends, {} webhooks, {ready}; log:\n{}",
-            customers.iter().filter(|c| sent.iter().any(|s| s.to == c.wa_id)).count(),
-            sent.len(),
-            graph.webhook_deliveries().len(),
-            server.log_tail()
-        );
+        if Instant::now() >= deadline {
+            let unanswered: Vec<&str> = customers
+                .iter()
+                .filter(|c| !sent.iter().any(|s| s.to == c.wa_id))
+                .map(|c| c.wa_id.as_str())
+                .collect();
+            let conversations = server
+                .get(&format!(
+                    "/api/v1/tenants/{TENANT}/conversations?limit=1000"
+                ))
+                .await;
+            let stored: Vec<&str> = conversations
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["contact_wa_id"].as_str())
+                .filter(|wa_id| unanswered.contains(wa_id))
+                .collect();
+            panic!(
+                "not idle within {BOUND:?}: {} sends, {} status webhooks done, {ready}\n\
+                 unanswered customers {unanswered:?}, of whom these have a conversation: \
+                 {stored:?}\nlog:\n{}",
+                sent.len(),
+                graph.webhook_deliveries().len(),
+                server.log_tail()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -412,8 +445,8 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
     );
     let log = std::fs::read_to_string(&server.log).unwrap_or_default();
     println!(
-        "recovery seen in the log: {} restarts resumed queued events, {} resumed scheduled turns, \
-         {} unconfirmed sends resent",
+        "recovery seen in the log: {} resumptions of queued events, {} of scheduled turns, {} \
+         unconfirmed sends resent",
         log.matches("resuming queued events").count(),
         log.matches("resuming scheduled assistant turns").count(),
         log.matches("no status report for an unconfirmed send")
@@ -474,6 +507,7 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
             c["contact_wa_id"]
         );
     }
+    let mut confirmed_after_crash = 0;
     for c in &customers {
         let id = by_customer
             .get(&c.wa_id)
@@ -498,6 +532,12 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
             "{inbound:?}"
         );
         assert_eq!(replies.len(), 1, "{}: {messages:#?}", c.wa_id);
+        if replies[0]["failure"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("interrupted while sending"))
+        {
+            confirmed_after_crash += 1;
+        }
         assert_eq!(
             replies[0]["body"]["content"]["body"],
             format!("You said: {}", c.text).as_str()
@@ -508,6 +548,10 @@ async fn acknowledged_messages_survive_sigkill_and_every_turn_is_answered_exactl
         assert_eq!(detail["conversation"]["state"], "bot");
     }
 
+    println!(
+        "replies in flight at a kill, then confirmed by their status reports (not resent): \
+         {confirmed_after_crash}"
+    );
     server.kill().await;
 }
 
