@@ -192,7 +192,7 @@ fn free_port() -> u16 {
 fn write_config(path: &Path, data_dir: &Path, listen: &str, graph: &FakeGraph, llm: &FakeLlm) {
     let mut config = test_config(data_dir, &graph.base_url(), Some(llm), 100);
     config.listen = listen.parse().unwrap();
-    config.graph.reconcile_after_ms = 2_000;
+    config.graph.reconcile_after_ms = 4_000;
     config.graph.rate_per_second = 1_000;
     std::fs::write(path, toml::to_string(&config).unwrap()).unwrap();
 }
@@ -567,8 +567,9 @@ async fn a_send_whose_answer_is_lost_is_confirmed_by_its_status_reports_not_rese
 
     let app = TestApp::start(Options {
         tweak: Box::new(|c| {
-            c.graph.timeout_ms = 600;
-            c.graph.reconcile_after_ms = 300;
+            // Long enough for the statuses to arrive while the request is held.
+            c.graph.timeout_ms = 1_000;
+            c.graph.reconcile_after_ms = 1_000;
         }),
         ..Options::default()
     })
