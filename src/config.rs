@@ -180,6 +180,16 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
+/// `WACRM_*` variables that are not settings (log filter, config path, `channel add-cloud`
+/// secrets): read elsewhere, they must not reach the strict configuration as unknown keys.
+const NOT_CONFIGURATION: &[&str] = &[
+    "log",
+    "config",
+    "channel_access_token",
+    "channel_app_secret",
+    "channel_verify_token",
+];
+
 impl Config {
     /// Defaults, then `file` (if given; it must exist), then `WACRM_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -193,7 +203,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("WACRM_").split("__"));
+        figment = figment.merge(
+            Env::prefixed("WACRM_")
+                .ignore(NOT_CONFIGURATION)
+                .split("__"),
+        );
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -312,6 +326,21 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
             assert!(!format!("{config:?}").contains("sk-test"), "secret leaked");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
+    fn wacrm_variables_that_are_not_settings_are_not_unknown_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WACRM_LOG", "debug");
+            jail.set_env("WACRM_CHANNEL_APP_SECRET", "s");
+            jail.set_env("WACRM_PIPELINE__DEBOUNCE_MS", "300");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.pipeline.debounce_ms, 300);
+            jail.set_env("WACRM_PIPELINE__DEBOUNCE_MZ", "300");
+            assert!(Config::load(None).is_err(), "typos are still errors");
             Ok(())
         });
     }

@@ -260,6 +260,9 @@ impl SenderHandle {
             MessageStatus::Sending => {
                 // We crashed after recording the intent and before learning the outcome.
                 self.update(delivery, tenant, at, false, |m| {
+                    if m.status != MessageStatus::Sending {
+                        return; // a status report confirmed it meanwhile
+                    }
                     m.status = MessageStatus::Unconfirmed;
                     m.failure = Some(
                         "interrupted while sending; waiting for WhatsApp's status report".into(),
@@ -323,12 +326,25 @@ impl SenderHandle {
         self.pace_recipient(&conversation.contact_wa_id).await;
         self.take_rate_token(&channel.phone_number_id).await;
         // Durable intent before the request: after a crash we know this may have been sent.
+        // Only from the state read above: a late status report (the pacing waits may take a
+        // while) proves the earlier attempt arrived, and must not be overwritten and resent.
+        let seen = message.status;
         self.update(delivery, tenant, at, false, move |m| {
+            if m.status != seen {
+                return;
+            }
             m.status = MessageStatus::Sending;
             m.attempts = attempts;
             m.status_at_ms = crate::events::now_ms();
         })
         .await?;
+        let intent = self.inner.store.read(|r| {
+            r.tenant(tenant)
+                .get(&MESSAGES, &message_key(at.conversation, at.message))
+        })?;
+        if !intent.is_some_and(|m| m.status == MessageStatus::Sending && m.attempts == attempts) {
+            return Ok(Step::Wait(Duration::ZERO));
+        }
         let body =
             content.to_graph_body(&conversation.contact_wa_id, None, Some(&at.callback_tag()));
         let outcome = self.inner.graph.send(&creds, &body).await;
@@ -364,6 +380,9 @@ impl SenderHandle {
                 tracing::info!(tenant = %tenant, http_status, code = ?code, attempt = attempts, delay_ms = delay.as_millis() as u64, "send throttled or failed; will retry");
                 let note = format!("attempt {attempts}: {reason}");
                 self.update(delivery, tenant, at, false, move |m| {
+                    if m.status != MessageStatus::Sending {
+                        return;
+                    }
                     m.status = MessageStatus::Queued;
                     m.failure = Some(note.clone());
                 })
@@ -375,6 +394,11 @@ impl SenderHandle {
                 tracing::warn!(tenant = %tenant, conversation = %at.conversation, %reason, "send outcome unknown; waiting for a status report before any resend");
                 let note = format!("unconfirmed: {reason}");
                 self.update(delivery, tenant, at, false, move |m| {
+                    // Meta may have taken it and its status reports may already have arrived
+                    // (sent, delivered, read) while we waited: then it is confirmed, not unknown.
+                    if m.status != MessageStatus::Sending {
+                        return;
+                    }
                     m.status = MessageStatus::Unconfirmed;
                     m.failure = Some(note.clone());
                     m.status_at_ms = crate::events::now_ms();
