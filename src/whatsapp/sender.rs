@@ -260,6 +260,10 @@ impl SenderHandle {
             MessageStatus::Sending => {
                 // We crashed after recording the intent and before learning the outcome.
                 self.update(delivery, tenant, at, false, |m| {
+                    // A status webhook may have confirmed it since we read it.
+                    if m.status != MessageStatus::Sending {
+                        return;
+                    }
                     m.status = MessageStatus::Unconfirmed;
                     m.failure = Some(
                         "interrupted while sending; waiting for WhatsApp's status report".into(),
@@ -375,6 +379,11 @@ impl SenderHandle {
                 tracing::warn!(tenant = %tenant, conversation = %at.conversation, %reason, "send outcome unknown; waiting for a status report before any resend");
                 let note = format!("unconfirmed: {reason}");
                 self.update(delivery, tenant, at, false, move |m| {
+                    // Meta's status webhook (found by our callback data) often arrives before the
+                    // late answer: the message is then confirmed and must not become resendable.
+                    if m.status != MessageStatus::Sending {
+                        return;
+                    }
                     m.status = MessageStatus::Unconfirmed;
                     m.failure = Some(note.clone());
                     m.status_at_ms = crate::events::now_ms();
