@@ -26,6 +26,8 @@ use crate::whatsapp::sender::SenderHandle;
 
 pub const DATABASE_FILE: &str = "wacrm.redb";
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// Longest wait at shutdown for the last users of the store to let go.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -58,12 +60,23 @@ impl Running {
     }
 
     /// Waits for the server to stop (after the shutdown future fired), then stops the workers:
-    /// in-flight work finishes, queued work stays in redb for the next start.
+    /// in-flight work finishes, queued work stays in redb for the next start. Returns once the
+    /// database is closed, so the process may exit (or the data directory be opened again).
     pub async fn wait(self) {
+        let closed = self.state.store.closed();
         let _ = self.server.await;
         let _ = self.stop_workers.send(true);
         for worker in self.workers {
             let _ = worker.await;
+        }
+        drop(self.state);
+        // Detached best-effort work (a read receipt in flight) may hold the store a little longer;
+        // it is bounded by the Graph timeout, and so is this wait.
+        if tokio::time::timeout(STORE_CLOSE_WAIT, closed.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database was still in use when stopping; it may need a repair on the next start");
         }
         tracing::info!("stopped");
     }
