@@ -172,12 +172,14 @@ pub async fn launch(
         connect_timeout: Duration::from_millis(config.graph.timeout_ms.min(5_000)),
     })
     .map_err(|e| LaunchError::Setup(format!("graph: {e}")))?;
+    let (stop_workers, stop_rx) = watch::channel(false);
     let sender = SenderHandle::new(
         store.clone(),
         key.clone(),
         graph,
         config.graph.clone(),
         live.clone(),
+        stop_rx.clone(),
     );
     let (turns, turn_rx) = TurnScheduler::channel();
     let assistant = Assistant {
@@ -190,7 +192,6 @@ pub async fn launch(
         max_tool_rounds: config.pipeline.max_tool_rounds,
     };
 
-    let (stop_workers, stop_rx) = watch::channel(false);
     let concurrency = config.pipeline.concurrency;
     let mut workers = Vec::new();
     let handlers: Vec<Arc<dyn crate::events::Handler>> = vec![
