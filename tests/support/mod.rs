@@ -10,10 +10,15 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use wacrm::app::{launch, Running};
-use wacrm::config::{Config, LlmSettings, Secret};
-use wacrm::conversations::{self, Conversation, Message};
+use wacrm::config::{Config, GraphSettings, LlmSettings, PipelineSettings, Secret};
+use wacrm::conversations::turns::TURN_SCHEDULE;
+use wacrm::conversations::{self, Author, Conversation, Message};
+use wacrm::events::{queue_depth, Consumer};
 use wacrm::storage::{Store, TenantId};
-use wacrm::testkit::fake_graph::{FakeGraph, FakeGraphOptions, StatusWebhookConfig};
+use wacrm::testkit::fake_graph::{
+    status_webhook_payload, FakeGraph, FakeGraphOptions, RecordedSend, StatusKind,
+    StatusWebhookConfig,
+};
 use wacrm::testkit::fake_llm::{FakeLlm, FakeLlmOptions, FAKE_LLM_API_KEY};
 use wacrm::whatsapp::ingress::sign;
 
@@ -56,6 +61,8 @@ pub struct TestApp {
     pub graph: FakeGraph,
     pub llm: Option<FakeLlm>,
     pub http: reqwest::Client,
+    /// Whether the fake Graph posts status webhooks back (re-pointed on restart).
+    status_webhooks: bool,
 }
 
 /// The config a test app runs with (fast timers, fakes for remote APIs).
@@ -65,29 +72,35 @@ pub fn test_config(
     llm: Option<&FakeLlm>,
     debounce_ms: u64,
 ) -> Config {
-    let mut config = Config {
+    let defaults = Config::default();
+    Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    config.graph.base_url = graph_url.to_string();
-    config.graph.timeout_ms = 2_000;
-    config.graph.recipient_gap_ms = 0;
-    config.graph.backoff_base_ms = 20;
-    config.graph.backoff_max_ms = 400;
-    config.graph.reconcile_after_ms = 3_000;
-    config.pipeline.debounce_ms = debounce_ms;
-    config.llm = match llm {
-        Some(fake) => LlmSettings::Openai {
-            base_url: fake.base_url(),
-            api_key: Secret::new(FAKE_LLM_API_KEY),
-            model: "gpt-4o-mini".into(),
+        graph: GraphSettings {
+            base_url: graph_url.to_string(),
             timeout_ms: 2_000,
-            max_retries: 1,
+            recipient_gap_ms: 0,
+            backoff_base_ms: 20,
+            backoff_max_ms: 400,
+            reconcile_after_ms: 3_000,
+            ..defaults.graph
         },
-        None => LlmSettings::Offline,
-    };
-    config
+        pipeline: PipelineSettings {
+            debounce_ms,
+            ..defaults.pipeline
+        },
+        llm: match llm {
+            Some(fake) => LlmSettings::Openai {
+                base_url: fake.base_url(),
+                api_key: Secret::new(FAKE_LLM_API_KEY),
+                model: "gpt-4o-mini".into(),
+                timeout_ms: 2_000,
+                max_retries: 1,
+            },
+            None => LlmSettings::Offline,
+        },
+        ..defaults
+    }
 }
 
 impl TestApp {
@@ -107,15 +120,7 @@ impl TestApp {
             opts.debounce_ms,
         );
         (opts.tweak)(&mut config);
-        let mut app = Self::launch_on(dir, config, graph, llm).await;
-        if opts.status_webhooks {
-            app.graph.set_status_webhook(Some(StatusWebhookConfig::new(
-                format!("{}/webhooks/whatsapp", app.url),
-                APP_SECRET,
-            )));
-        }
-        app.http = reqwest::Client::new();
-        app
+        Self::launch_on(dir, config, graph, llm, opts.status_webhooks).await
     }
 
     async fn launch_on(
@@ -123,8 +128,20 @@ impl TestApp {
         config: Config,
         graph: FakeGraph,
         llm: Option<FakeLlm>,
+        status_webhooks: bool,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Pointed at the new port before launch: a restarted app resumes sending at once, and
+        // the statuses of those sends must reach it (connections wait in the listen backlog).
+        if status_webhooks {
+            graph.set_status_webhook(Some(StatusWebhookConfig::new(
+                format!(
+                    "http://{}/webhooks/whatsapp",
+                    listener.local_addr().unwrap()
+                ),
+                APP_SECRET,
+            )));
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let running = launch(config, listener, async {
             let _ = stopped.await;
@@ -142,6 +159,7 @@ impl TestApp {
             graph,
             llm,
             http: reqwest::Client::new(),
+            status_webhooks,
         }
     }
 
@@ -170,9 +188,18 @@ impl TestApp {
         );
         tweak(&mut config);
         let Self {
-            dir, graph, llm, ..
+            dir,
+            graph,
+            llm,
+            status_webhooks,
+            ..
         } = self;
-        Self::launch_on(dir, config, graph, llm).await
+        Self::launch_on(dir, config, graph, llm, status_webhooks).await
+    }
+
+    /// The fake LLM (panics for offline apps).
+    pub fn llm(&self) -> &FakeLlm {
+        self.llm.as_ref().expect("this test app has no fake LLM")
     }
 
     pub async fn api(
@@ -265,6 +292,45 @@ impl TestApp {
         conversations::recent_messages(self.store(), tenant, conversation.id, usize::MAX).unwrap()
     }
 
+    /// The newest conversation of customer `wa_id`.
+    pub fn conversation_of(&self, tenant: TenantId, wa_id: &str) -> Option<Conversation> {
+        self.conversations(tenant)
+            .into_iter()
+            .find(|c| c.contact_wa_id == wa_id)
+    }
+
+    /// Messages of `conversation` written by `author`, oldest first.
+    pub fn messages_by(
+        &self,
+        tenant: TenantId,
+        conversation: &Conversation,
+        author: Author,
+    ) -> Vec<Message> {
+        self.messages(tenant, conversation)
+            .into_iter()
+            .filter(|m| m.author == author)
+            .collect()
+    }
+
+    /// Nothing left to do: no queued event for any consumer and no scheduled assistant turn.
+    /// A turn commits its reply's event in the same write that removes it from the schedule, so
+    /// once idle, every reply that will ever be sent for what came in so far has been sent.
+    pub fn is_idle(&self) -> bool {
+        let store = self.store();
+        let queues_empty = Consumer::ALL
+            .iter()
+            .all(|c| queue_depth(store, *c).unwrap() == 0);
+        let no_turns = store
+            .read(|r| r.operator().scan(&TURN_SCHEDULE, &[], false, 1))
+            .unwrap()
+            .is_empty();
+        queues_empty && no_turns
+    }
+
+    pub async fn wait_idle(&self) {
+        self.wait_for(WAIT, |app| app.is_idle().then_some(())).await
+    }
+
     /// Waits (woken by the app's live updates, bounded by `timeout`) until `check` holds.
     pub async fn wait_for<T>(
         &self,
@@ -291,7 +357,24 @@ impl TestApp {
 
 /// A Meta-shaped text-message webhook (as in Meta's webhook reference).
 pub fn text_webhook(phone_number_id: &str, from: &str, wamid: &str, text: &str) -> Vec<u8> {
-    let ts = jiff::Timestamp::now().as_second().to_string();
+    text_webhook_at(
+        phone_number_id,
+        from,
+        wamid,
+        text,
+        jiff::Timestamp::now().as_second(),
+    )
+}
+
+/// A text-message webhook whose message WhatsApp timestamped `unix_seconds`.
+pub fn text_webhook_at(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    text: &str,
+    unix_seconds: i64,
+) -> Vec<u8> {
+    let ts = unix_seconds.to_string();
     json!({
         "object": "whatsapp_business_account",
         "entry": [{
@@ -336,4 +419,12 @@ pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
         }
     }
     v.to_string().into_bytes()
+}
+
+/// The status webhook Meta would post for `send` (carrying its biz_opaque_callback_data).
+pub fn status_webhook(send: &RecordedSend, status: StatusKind) -> Vec<u8> {
+    let config = StatusWebhookConfig::new("unused", APP_SECRET);
+    status_webhook_payload(&config, send, status, jiff::Timestamp::now())
+        .to_string()
+        .into_bytes()
 }
