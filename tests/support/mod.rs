@@ -14,7 +14,7 @@ use wacrm::config::{Config, GraphSettings, LlmSettings, PipelineSettings, Secret
 use wacrm::conversations::turns::TURN_SCHEDULE;
 use wacrm::conversations::{self, Author, Conversation, Message};
 use wacrm::events::{queue_depth, Consumer};
-use wacrm::storage::{Store, TenantId};
+use wacrm::storage::{next_event_seq, Store, TenantId};
 use wacrm::testkit::fake_graph::{
     status_webhook_payload, FakeGraph, FakeGraphOptions, RecordedSend, StatusKind,
     StatusWebhookConfig,
@@ -27,6 +27,14 @@ pub const APP_SECRET: &str = "test-app-secret";
 pub const VERIFY_TOKEN: &str = "test-verify-token";
 pub const WABA_ID: &str = "102290129340398";
 pub const WAIT: Duration = Duration::from_secs(15);
+
+/// See [`TestApp::footprint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footprint {
+    pub next_event_seq: u64,
+    pub queued: Vec<usize>,
+    pub tenant_rows: Vec<(u64, u64)>,
+}
 
 pub enum Llm {
     Offline,
@@ -48,6 +56,19 @@ impl Default for Options {
             debounce_ms: 50,
             status_webhooks: true,
             tweak: Box::new(|_| {}),
+        }
+    }
+}
+
+impl Options {
+    /// Ingress only: no assistant turn fires during a test (offline, hour-long debounce) and the
+    /// fake Graph sends no status webhooks, so the store changes only through what the test posts.
+    pub fn quiet() -> Self {
+        Self {
+            llm: Llm::Offline,
+            debounce_ms: 3_600_000,
+            status_webhooks: false,
+            ..Self::default()
         }
     }
 }
@@ -284,6 +305,64 @@ impl TestApp {
         self.post_webhook(body, Some(&sig)).await
     }
 
+    /// What a request could have left behind: the event sequence (any event ever published moves
+    /// it), the consumers' queues, and every row stored under each of `tenants`.
+    pub fn footprint(&self, tenants: &[TenantId]) -> Footprint {
+        let next_event_seq = self
+            .store()
+            .read(|r| next_event_seq(&r.operator()))
+            .unwrap();
+        let queued = Consumer::ALL
+            .iter()
+            .map(|c| queue_depth(self.store(), *c).unwrap())
+            .collect();
+        let tenant_rows = tenants
+            .iter()
+            .map(|t| {
+                self.store()
+                    .read(|r| r.operator().tenant_footprint(t))
+                    .unwrap()
+            })
+            .collect();
+        Footprint {
+            next_event_seq,
+            queued,
+            tenant_rows,
+        }
+    }
+
+    /// Waits until every published event has been handled, then returns the footprint.
+    pub async fn settled_footprint(&self, tenants: &[TenantId]) -> Footprint {
+        self.wait_for(WAIT, |app| {
+            let f = app.footprint(tenants);
+            f.queued.iter().all(|&n| n == 0).then_some(f)
+        })
+        .await
+    }
+
+    /// The stored message with this wamid in `tenant`, with its conversation.
+    pub fn message_by_wamid(
+        &self,
+        tenant: TenantId,
+        wamid: &str,
+    ) -> Option<(Conversation, Message)> {
+        self.conversations(tenant).into_iter().find_map(|c| {
+            let m = self
+                .messages(tenant, &c)
+                .into_iter()
+                .find(|m| m.wamid.as_deref() == Some(wamid))?;
+            Some((c, m))
+        })
+    }
+
+    /// Every stored message of `tenant`, across its conversations.
+    pub fn all_messages(&self, tenant: TenantId) -> Vec<Message> {
+        self.conversations(tenant)
+            .iter()
+            .flat_map(|c| self.messages(tenant, c))
+            .collect()
+    }
+
     pub fn conversations(&self, tenant: TenantId) -> Vec<Conversation> {
         conversations::list_conversations(self.store(), tenant, None, usize::MAX).unwrap()
     }
@@ -396,6 +475,20 @@ pub fn text_webhook_at(
 
 /// Replaces the fixture's phone_number_id(s) with `phone_number_id` and its timestamps with now.
 pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
+    let mut v = fixture_value(name);
+    for entry in v["entry"].as_array_mut().unwrap() {
+        for change in entry["changes"].as_array_mut().unwrap() {
+            let value = &mut change["value"];
+            if value.get("metadata").is_some() {
+                value["metadata"]["phone_number_id"] = json!(phone_number_id);
+            }
+        }
+    }
+    v.to_string().into_bytes()
+}
+
+/// A fixture with its timestamps set to now, everything else (phone_number_ids too) as in the file.
+pub fn fixture_value(name: &str) -> Value {
     let path = format!(
         "{}/tests/fixtures/webhooks/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -406,9 +499,6 @@ pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
     for entry in v["entry"].as_array_mut().unwrap() {
         for change in entry["changes"].as_array_mut().unwrap() {
             let value = &mut change["value"];
-            if value.get("metadata").is_some() {
-                value["metadata"]["phone_number_id"] = json!(phone_number_id);
-            }
             for list in ["messages", "statuses"] {
                 if let Some(items) = value.get_mut(list).and_then(|l| l.as_array_mut()) {
                     for item in items {
@@ -418,7 +508,25 @@ pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
             }
         }
     }
-    v.to_string().into_bytes()
+    v
+}
+
+/// The wamids of the messages (not statuses) in a webhook body, in order.
+pub fn message_wamids(body: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let mut out = Vec::new();
+    for entry in v["entry"].as_array().unwrap() {
+        for change in entry["changes"].as_array().unwrap() {
+            if let Some(messages) = change["value"]["messages"].as_array() {
+                out.extend(
+                    messages
+                        .iter()
+                        .map(|m| m["id"].as_str().unwrap().to_string()),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// The status webhook Meta would post for `send` (carrying its biz_opaque_callback_data).
