@@ -588,3 +588,105 @@ async fn status_webhooks_move_our_messages_forward_and_a_failure_keeps_its_reaso
     assert_eq!(app.graph.sent().len(), 2);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_webhooks_that_overtake_an_unanswered_send_settle_it_without_a_second_send() {
+    // Meta takes the message and reports sent/delivered/read, but its HTTP answer never comes
+    // (the client times out): the statuses are the proof it went out.
+    let mut app = TestApp::start(Options {
+        status_webhooks: true,
+        ..Options::quiet()
+    })
+    .await;
+    let tenant = app.tenant_with_channel("acme", PNID).await;
+    let body = fixture("text.json", PNID);
+    assert_eq!(app.post_signed(&body).await.0, 200);
+    let wamid = message_wamids(&body).pop().unwrap();
+    let (conversation, _) = app
+        .wait_for(WAIT, |app| app.message_by_wamid(tenant, &wamid))
+        .await;
+
+    app.graph
+        .fail_next(1, wacrm::testkit::fake_graph::Failure::Timeout);
+    let queued = app
+        .post(
+            &format!(
+                "/api/v1/tenants/acme/conversations/{}/reply",
+                conversation.id
+            ),
+            json!({"text": "On our way"}),
+        )
+        .await;
+    let id: wacrm::storage::MessageId = queued["id"].as_str().unwrap().parse().unwrap();
+    let sent = app.graph.wait_for_sent(1, WAIT).await;
+    app.graph.wait_for_webhooks(3, WAIT).await;
+
+    // Once the sender is done with the message (its event acked), it was sent exactly once and
+    // keeps the status Meta reported.
+    app.settled_footprint(&[tenant]).await;
+    let reply = app
+        .all_messages(tenant)
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(
+        app.graph.sent().len(),
+        1,
+        "the customer got the reply twice"
+    );
+    assert_eq!(reply.status, MessageStatus::Read, "{reply:?}");
+    assert_eq!(reply.wamid.as_deref(), Some(sent[0].wamid.as_str()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_reported_before_the_send_is_answered_keeps_its_reason() {
+    let mut app = TestApp::start(Options::quiet()).await;
+    let tenant = app.tenant_with_channel("acme", PNID).await;
+    let body = fixture("text.json", PNID);
+    assert_eq!(app.post_signed(&body).await.0, 200);
+    let wamid = message_wamids(&body).pop().unwrap();
+    let (conversation, _) = app
+        .wait_for(WAIT, |app| app.message_by_wamid(tenant, &wamid))
+        .await;
+
+    // Graph answers slowly; Meta's `failed` webhook (which carries our callback data) comes first.
+    // Should the answer win the race instead, the outcome asserted below is the same.
+    app.graph
+        .set_latency(Some(std::time::Duration::from_millis(1_000)));
+    let queued = app
+        .post(
+            &format!(
+                "/api/v1/tenants/acme/conversations/{}/reply",
+                conversation.id
+            ),
+            json!({"text": "Your order shipped"}),
+        )
+        .await;
+    let id: wacrm::storage::MessageId = queued["id"].as_str().unwrap().parse().unwrap();
+    app.wait_for(WAIT, |app| {
+        app.all_messages(tenant)
+            .into_iter()
+            .find(|m| m.id == id && m.status != MessageStatus::Queued)
+    })
+    .await;
+    let tag = wacrm::conversations::MessageRef {
+        conversation: conversation.id,
+        message: id,
+    }
+    .callback_tag();
+    let failed = status_for("status_failed.json", "wamid.EARLY-FAILURE", Some(&tag));
+    assert_eq!(app.post_signed(&failed).await.0, 200);
+
+    app.graph.wait_for_sent(1, WAIT).await;
+    app.settled_footprint(&[tenant]).await;
+    let reply = app
+        .all_messages(tenant)
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(reply.status, MessageStatus::Failed, "{reply:?}");
+    let reason = reply.failure.unwrap_or_default();
+    assert!(reason.contains("131047"), "failure reason: {reason:?}");
+    app.stop().await;
+}
