@@ -381,7 +381,10 @@ impl SenderHandle {
                         m.status = MessageStatus::Sent;
                         m.status_at_ms = crate::events::now_ms();
                     }
-                    m.failure = None;
+                    // A `failed` webhook that overtook the answer carries the only reason we get.
+                    if m.status != MessageStatus::Failed {
+                        m.failure = None;
+                    }
                     m.wamid = Some(wamid.clone());
                 })
                 .await?;
