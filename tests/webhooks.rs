@@ -690,3 +690,90 @@ async fn a_failure_reported_before_the_send_is_answered_keeps_its_reason() {
     assert!(reason.contains("131047"), "failure reason: {reason:?}");
     app.stop().await;
 }
+
+/// A second tenant whose number has its own Meta app (its own app secret).
+async fn tenant_with_own_app(app: &TestApp, slug: &str, pnid: &str, secret: &str) -> TenantId {
+    let id = app.create_tenant(slug).await;
+    app.post(
+        &format!("/api/v1/tenants/{slug}/channels"),
+        json!({
+            "type": "cloud_api", "name": "Own app", "phone_number_id": pnid,
+            "waba_id": WABA_ID, "access_token": ACCESS_TOKEN, "app_secret": secret,
+            "verify_token": format!("vt-{slug}"),
+        }),
+    )
+    .await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_app_secret_cannot_sign_webhooks_for_another_tenants_number() {
+    let mut app = TestApp::start(Options::quiet()).await;
+    let acme = app.tenant_with_channel("acme", PNID).await;
+    let globex = tenant_with_own_app(&app, "globex", OTHER_PNID, "globex-secret").await;
+    let before = app.settled_footprint(&[acme, globex]).await;
+
+    let body = text_webhook(PNID, CUSTOMER, "wamid.CROSS", "injected");
+    let (status, text) = app
+        .post_webhook(&body, Some(&sign(b"globex-secret", &body)))
+        .await;
+    assert_eq!(status, 401, "{text}");
+    assert_eq!(app.footprint(&[acme, globex]), before);
+
+    // One body naming both numbers, signed with globex's secret: globex's part is genuine and
+    // stored, acme's part is not.
+    let mut both: Value = serde_json::from_slice(&text_webhook(
+        OTHER_PNID,
+        "447700900123",
+        "wamid.GLOBEX",
+        "genuine",
+    ))
+    .unwrap();
+    let acme_entry: Value = serde_json::from_slice(&body).unwrap();
+    both["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(acme_entry["entry"][0].clone());
+    let both = both.to_string().into_bytes();
+    let (status, _) = app
+        .post_webhook(&both, Some(&sign(b"globex-secret", &both)))
+        .await;
+    assert_eq!(status, 200);
+    app.wait_for(WAIT, |app| app.message_by_wamid(globex, "wamid.GLOBEX"))
+        .await;
+    app.settled_footprint(&[acme, globex]).await;
+    assert!(app.conversations(acme).is_empty());
+    assert!(app.message_by_wamid(globex, "wamid.CROSS").is_none());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_webhook_from_another_tenants_number_cannot_touch_our_messages() {
+    let mut app = TestApp::start(Options::quiet()).await;
+    let acme = app.tenant_with_channel("acme", PNID).await;
+    app.tenant_with_channel("globex", OTHER_PNID).await;
+    let body = fixture("text.json", PNID);
+    assert_eq!(app.post_signed(&body).await.0, 200);
+    let wamid = message_wamids(&body).pop().unwrap();
+    let (conversation, _) = app
+        .wait_for(WAIT, |app| app.message_by_wamid(acme, &wamid))
+        .await;
+    let (id, sent_wamid, tag) =
+        reply_sent(&app, acme, &conversation.id.to_string(), "Hello!").await;
+
+    // Our wamid and callback data, but arriving on globex's number.
+    let mut forged: Value =
+        serde_json::from_slice(&status_for("status_failed.json", &sent_wamid, Some(&tag))).unwrap();
+    forged["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!(OTHER_PNID);
+    let forged = forged.to_string().into_bytes();
+    assert_eq!(app.post_signed(&forged).await.0, 200);
+    app.settled_footprint(&[acme]).await;
+    let reply = app
+        .all_messages(acme)
+        .into_iter()
+        .find(|m| m.id == id)
+        .unwrap();
+    assert_eq!(reply.status, MessageStatus::Sent, "{reply:?}");
+    assert_eq!(reply.failure, None);
+    app.stop().await;
+}
