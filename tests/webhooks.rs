@@ -246,7 +246,7 @@ async fn every_fixture_is_accepted_and_each_message_is_stored_as_its_type() {
     let content = |name: &str| {
         let wamid = message_wamids(&fixture(name, PNID)).pop().unwrap();
         match app.message_by_wamid(tenant, &wamid).unwrap().1.body {
-            MessageBody::Inbound { content } => content,
+            MessageBody::Inbound { content, .. } => content,
             other => panic!("{name} stored as {other:?}"),
         }
     };
@@ -266,6 +266,26 @@ async fn every_fixture_is_accepted_and_each_message_is_stored_as_its_type() {
             assert_eq!(body, "Hi! I saw your ad, do you ship to Canada?")
         }
         other => panic!("referral.json stored as {other:?}"),
+    }
+    // Ad attribution and quoted replies are kept with the stored message.
+    let stored = |name: &str| {
+        let wamid = message_wamids(&fixture(name, PNID)).pop().unwrap();
+        app.message_by_wamid(tenant, &wamid).unwrap().1.body
+    };
+    match stored("referral.json") {
+        MessageBody::Inbound { referral, .. } => {
+            assert!(referral.is_some(), "the ad referral was dropped")
+        }
+        other => panic!("referral.json stored as {other:?}"),
+    }
+    match stored("text_reply_context.json") {
+        MessageBody::Inbound { context, .. } => {
+            assert!(
+                context.is_some_and(|c| c.message_id.is_some()),
+                "the quoted message was dropped"
+            )
+        }
+        other => panic!("text_reply_context.json stored as {other:?}"),
     }
     match content("system_user_changed_number.json") {
         MessageContent::System { kind, .. } => assert_eq!(kind, "user_changed_number"),
