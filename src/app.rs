@@ -223,6 +223,15 @@ pub async fn launch(
         stop_rx.clone(),
     )));
 
+    let (dashboard, dashboard_tasks) = web::dashboard::DashboardState::start(
+        store.clone(),
+        live.clone(),
+        &config.data_dir,
+        stop_rx.clone(),
+    )
+    .map_err(|e| LaunchError::Setup(format!("dashboard: {e}")))?;
+    workers.extend(dashboard_tasks);
+
     let state = AppState {
         inner: Arc::new(AppInner {
             config,
@@ -232,6 +241,7 @@ pub async fn launch(
             live,
             sender,
             operator_token,
+            dashboard,
         }),
     };
     let addr = listener

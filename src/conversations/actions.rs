@@ -1,6 +1,7 @@
 //! State changes of a conversation, each committed together with the events it causes: queueing a
 //! reply, handing off, an agent taking over, handing back, closing.
 
+use super::feed::{put_conversation, put_message, FeedKind};
 use super::model::*;
 use super::turns::{schedule_key, TURN_SCHEDULE};
 use crate::events::{publish, EventPayload};
@@ -48,11 +49,7 @@ pub fn queue_outbound(
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
-    ctx.tenant(tenant).put(
-        &MESSAGES,
-        &message_key(conversation.id, message.id),
-        &message,
-    )?;
+    put_message(&mut ctx.tenant(tenant), &message, FeedKind::Message)?;
     publish(
         ctx,
         tenant,
@@ -89,11 +86,7 @@ pub fn add_note(
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
-    ctx.tenant(tenant).put(
-        &MESSAGES,
-        &message_key(conversation.id, message.id),
-        &message,
-    )?;
+    put_message(&mut ctx.tenant(tenant), &message, FeedKind::Message)?;
     Ok(message)
 }
 
@@ -134,7 +127,7 @@ pub fn hand_off(
 }
 
 fn save(ctx: &mut WriteCtx<'_>, tenant: TenantId, c: &Conversation) -> Result<(), StoreError> {
-    ctx.tenant(tenant).put(&CONVERSATIONS, c.id.as_bytes(), c)
+    put_conversation(&mut ctx.tenant(tenant), c)
 }
 
 /// An agent takes the conversation: the assistant goes silent in it.

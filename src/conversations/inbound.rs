@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::feed::{put_message, FeedKind};
 use super::model::*;
 use super::turns::{schedule_key, ScheduledTurn, TurnScheduler, TURN_SCHEDULE};
 use super::{LiveBus, LiveUpdate};
@@ -273,11 +274,8 @@ fn file_into_conversation(
         attempts: 0,
         sources: Vec::new(),
     };
-    t.put(
-        &MESSAGES,
-        &message_key(conversation.id, message.id),
-        &message,
-    )?;
+    // The message's feed entry also announces its conversation's change (same commit).
+    put_message(t, &message, FeedKind::Message)?;
     t.put(
         &MESSAGE_BY_WAMID,
         inbound.wamid.as_bytes(),
@@ -366,7 +364,7 @@ pub fn apply_status_update(
         changed = true;
     }
     if changed {
-        t.put(&MESSAGES, &key, &message)?;
+        put_message(t, &message, FeedKind::Status)?;
         Ok(Some(found.conversation))
     } else {
         Ok(None)

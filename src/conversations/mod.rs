@@ -1,6 +1,8 @@
 //! Contacts, conversations and messages; bot/human state, handoff; the debounced bot turn.
 
 pub mod actions;
+pub mod extras;
+pub mod feed;
 pub mod inbound;
 pub mod model;
 pub mod routes;

@@ -12,6 +12,10 @@ pub const MESSAGES: u8 = 7;
 pub const MESSAGE_BY_WAMID: u8 = 8;
 pub const INBOUND_RECEIVED: u8 = 9;
 pub const PENDING_TURNS: u8 = 10;
+// Dashboard (60-69): the live feed, agents' additions to conversations, canned responses.
+pub const LIVE_FEED: u8 = 60;
+pub const CONVERSATION_EXTRAS: u8 = 61;
+pub const CANNED_RESPONSES: u8 = 62;
 
 pub const ALL_TENANT_TAGS: &[u8] = &[
     TENANT_SETTINGS,
@@ -24,6 +28,9 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     MESSAGE_BY_WAMID,
     INBOUND_RECEIVED,
     PENDING_TURNS,
+    LIVE_FEED,
+    CONVERSATION_EXTRAS,
+    CANNED_RESPONSES,
 ];
 
 // Global collections (operator path; keys: tag | suffix).

@@ -1,6 +1,7 @@
 //! The axum server: shared state, the API error type, authentication, and the router.
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub struct AppInner {
     pub live: LiveBus,
     pub sender: SenderHandle,
     pub operator_token: String,
+    pub dashboard: dashboard::DashboardState,
 }
 
 impl std::ops::Deref for AppState {
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::whatsapp::routes::router())
         .merge(crate::tenants::routes::router())
         .merge(crate::conversations::routes::router())
+        .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)
 }

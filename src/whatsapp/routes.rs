@@ -138,14 +138,40 @@ async fn sandbox_send(
 ) -> Result<Json<SandboxAccepted>, ApiError> {
     let Json(msg) = body?;
     let (tenant, channel) = sandbox_channel(&state, &tenant, &channel)?;
-    let from = msg.from.trim_start_matches('+').to_string();
+    let wamid =
+        simulated_customer_writes(&state, tenant.id, channel, &msg.from, msg.name, &msg.text)
+            .await?;
+    Ok(Json(SandboxAccepted { wamid }))
+}
+
+/// Stores a simulated customer's message on a sandbox channel as webhook ingress would (the
+/// simulator API and the dashboard's simulator page). Returns its wamid.
+pub async fn simulated_customer_writes(
+    state: &AppState,
+    tenant: crate::storage::TenantId,
+    channel: ChannelId,
+    from: &str,
+    name: Option<String>,
+    text: &str,
+) -> Result<String, ApiError> {
+    match tenants::get_channel(&state.store, tenant, channel)? {
+        Some(c) if c.is_sandbox() => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_input",
+                "channel: only sandbox channels accept simulated customers",
+            ))
+        }
+        None => return Err(ApiError::not_found(format!("channel {channel} not found"))),
+    }
+    let from = from.trim().trim_start_matches('+').to_string();
     if !valid_wa_id(&from) {
         return Err(ApiError::bad_request(
             "invalid_input",
             "from: must be a phone number of 6-15 digits",
         ));
     }
-    let text = msg.text.trim().to_string();
+    let text = text.trim().to_string();
     if text.is_empty() || text.chars().count() > 4096 {
         return Err(ApiError::bad_request(
             "invalid_input",
@@ -163,12 +189,11 @@ async fn sandbox_send(
         referral: None,
         raw: serde_json::json!({"from": from, "id": wamid, "type": "text", "text": {"body": text}}),
     };
-    let name = msg.name.clone();
     state
         .store
-        .write(move |ctx| ingress::store_message(ctx, tenant.id, channel, name.clone(), &inbound))
+        .write(move |ctx| ingress::store_message(ctx, tenant, channel, name.clone(), &inbound))
         .await?;
-    Ok(Json(SandboxAccepted { wamid }))
+    Ok(wamid)
 }
 
 #[derive(Deserialize)]

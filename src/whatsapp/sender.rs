@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use super::graph::{backoff_delay, GraphClient, SendCredentials, SendOutcome};
 use crate::config::GraphSettings;
+use crate::conversations::feed::{put_message, FeedKind};
 use crate::conversations::{
     message_key, Conversation, LiveBus, LiveUpdate, Message, MessageBody, MessageRef,
     MessageStatus, CONVERSATIONS, MESSAGES, MESSAGE_BY_WAMID,
@@ -219,7 +220,7 @@ impl SenderHandle {
                     if let Some(wamid) = &m.wamid {
                         t.put(&MESSAGE_BY_WAMID, wamid.as_bytes(), &at)?;
                     }
-                    t.put(&MESSAGES, &key, &m)?;
+                    put_message(&mut t, &m, FeedKind::Status)?;
                 }
                 if done {
                     ack(ctx, consumer, seq)?;

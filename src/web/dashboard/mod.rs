@@ -1,0 +1,108 @@
+//! The bundled dashboard: server-rendered pages (askama templates in `templates/`), a little CSS
+//! and JavaScript (`static/`, compiled into the binary), and the live channel (a WebSocket per
+//! signed-in tab) that pushes the changes of the conversations its viewer may see.
+
+pub mod admin;
+pub mod error;
+pub mod live;
+pub mod pages;
+pub mod search;
+pub mod session;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::conversations::LiveBus;
+use crate::storage::Store;
+use crate::web::AppState;
+
+pub use error::DashError;
+pub use session::{Role, Viewer};
+
+/// The dashboard's share of the application state.
+pub struct DashboardState {
+    pub sessions: session::Sessions,
+    pub hub: Arc<live::LiveHub>,
+    pub presence: live::Presence,
+    pub search: Arc<search::SearchIndex>,
+}
+
+impl DashboardState {
+    /// Starts the live hub and the search indexer. They run until `stop` turns true.
+    pub fn start(
+        store: Store,
+        bus: LiveBus,
+        data_dir: &std::path::Path,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(Self, Vec<tokio::task::JoinHandle<()>>), search::SearchError> {
+        let hub = Arc::new(live::LiveHub::new(store.clone()));
+        let search = Arc::new(search::SearchIndex::open_or_rebuild(
+            &data_dir.join("search").join("conversations"),
+        )?);
+        let tasks = vec![
+            tokio::spawn(hub.clone().run(bus.clone(), stop.clone())),
+            tokio::spawn(search.clone().run(store, bus, stop)),
+        ];
+        Ok((
+            Self {
+                sessions: session::Sessions::default(),
+                hub,
+                presence: live::Presence::default(),
+                search,
+            },
+            tasks,
+        ))
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/dash/inbox") }),
+        )
+        .route(
+            "/dash",
+            get(|| async { axum::response::Redirect::to("/dash/inbox") }),
+        )
+        .route("/dash/signin", get(pages::signin_form).post(pages::signin))
+        .route("/dash/signout", post(pages::signout))
+        .route("/dash/inbox", get(pages::inbox))
+        .route("/dash/inbox/list", get(pages::inbox_list))
+        .route("/dash/c/{id}", get(pages::conversation))
+        .route("/dash/c/{id}/{action}", post(pages::act))
+        .route("/dash/canned", get(pages::canned).post(pages::canned_save))
+        .route("/dash/canned/delete", post(pages::canned_delete))
+        .route("/dash/live", get(live::socket))
+        .merge(admin::router())
+        .route("/static/app.css", get(css))
+        .route("/static/live.js", get(js))
+}
+
+const APP_CSS: &str = include_str!("../../../static/app.css");
+const LIVE_JS: &str = include_str!("../../../static/live.js");
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        APP_CSS,
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        LIVE_JS,
+    )
+}
