@@ -125,7 +125,7 @@
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) { if (html !== null) box.innerHTML = html; })
         .catch(function () {});
-    }, 250);
+    }, 100);
   }
 
   var panelTimer = null;

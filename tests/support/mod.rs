@@ -22,6 +22,8 @@ use wacrm::testkit::fake_graph::{
 use wacrm::testkit::fake_llm::{FakeLlm, FakeLlmOptions, FAKE_LLM_API_KEY};
 use wacrm::whatsapp::ingress::sign;
 
+pub mod browser;
+
 pub const ACCESS_TOKEN: &str = "EAAtest-access-token";
 pub const APP_SECRET: &str = "test-app-secret";
 pub const VERIFY_TOKEN: &str = "test-verify-token";
