@@ -15,5 +15,10 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   systemd-analyze verify "$tmp/wacrm.service"
   rm -rf "$tmp"
 fi
+echo "==> headless Chromium for the dashboard's browser tests"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+fi
 echo "==> cargo test"
 cargo test --locked --all-targets

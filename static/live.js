@@ -71,7 +71,7 @@
 
   function handle(ev) {
     switch (ev.t) {
-      case "hello": live.socketId = ev.socket; break;
+      case "hello": live.socketId = ev.socket; live.sessionId = ev.session; break;
       case "ready": live.connected = true; status("live", "on"); viewing(typingNow); break;
       case "reset": location.reload(); break;
       case "feed":
@@ -163,7 +163,8 @@
   function showPresence(who) {
     var el = document.getElementById("presence");
     if (!el) return;
-    var others = who.filter(function (p) { return p.socket !== live.socketId; });
+    // Other tabs of this same session are not a colleague.
+    var others = who.filter(function (p) { return p.session !== live.sessionId; });
     if (!others.length) { el.hidden = true; el.textContent = ""; return; }
     el.textContent = "Also here: " + others.map(function (p) { return p.name + (p.typing ? " (typing…)" : ""); }).join(", ") +
       " — agree who answers before replying.";

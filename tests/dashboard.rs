@@ -54,7 +54,10 @@ fn cookie_from(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 fn csrf_in(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a form with a csrf token") + 19;
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a csrf token")
+        + 19;
     html[at..].split('"').next().unwrap().to_string()
 }
 
@@ -105,9 +108,8 @@ async fn sign_in(app: &TestApp, tenant: &str, role: &str, name: &str, outlet: &s
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn live(app: &TestApp, who: &Http, after: Option<u64>) -> Ws {
     let url = match after {
@@ -192,7 +194,14 @@ async fn a_reconnecting_socket_gets_every_missed_message_exactly_once() {
     // Missed while away: messages in two conversations, the store is the only record.
     for i in 0..6 {
         let from = if i % 2 == 0 { BUDI } else { SITI };
-        customer_writes(&app, ACME_PHONE, from, &format!("wamid.r{}", i + 1), &format!("missed {i}")).await;
+        customer_writes(
+            &app,
+            ACME_PHONE,
+            from,
+            &format!("wamid.r{}", i + 1),
+            &format!("missed {i}"),
+        )
+        .await;
     }
     app.wait_for(WAIT, |a| (a.all_messages(acme).len() == 7).then_some(()))
         .await;
@@ -260,7 +269,14 @@ async fn sockets_carry_nothing_of_other_tenants_or_other_outlets() {
     events_until(&mut all, |e| e["t"] == "ready").await;
     events_until(&mut limited, |e| e["t"] == "ready").await;
 
-    customer_writes(&app, OTHER_PHONE, STRANGER, "wamid.o1", "other tenant's secret").await;
+    customer_writes(
+        &app,
+        OTHER_PHONE,
+        STRANGER,
+        "wamid.o1",
+        "other tenant's secret",
+    )
+    .await;
     customer_writes(&app, "106540352241111", SITI, "wamid.s1", "south outlet").await;
     app.wait_for(WAIT, |a| {
         (a.all_messages(other).len() == 1 && a.all_messages(acme).len() == 1).then_some(())
@@ -269,18 +285,28 @@ async fn sockets_carry_nothing_of_other_tenants_or_other_outlets() {
     customer_writes(&app, ACME_PHONE, BUDI, "wamid.n1", "north outlet").await;
 
     let seen_all = events_until(&mut all, |e| {
-        e["html"].as_str().is_some_and(|h| h.contains("north outlet"))
+        e["html"]
+            .as_str()
+            .is_some_and(|h| h.contains("north outlet"))
     })
     .await;
     let seen_limited = events_until(&mut limited, |e| {
-        e["html"].as_str().is_some_and(|h| h.contains("north outlet"))
+        e["html"]
+            .as_str()
+            .is_some_and(|h| h.contains("north outlet"))
     })
     .await;
     let text = |evs: &[Value]| evs.iter().map(|e| e.to_string()).collect::<String>();
     assert!(!text(&seen_all).contains("other tenant's secret"));
-    assert!(text(&seen_all).contains("south outlet"), "the admin sees every outlet");
+    assert!(
+        text(&seen_all).contains("south outlet"),
+        "the admin sees every outlet"
+    );
     assert!(!text(&seen_limited).contains("other tenant's secret"));
-    assert!(!text(&seen_limited).contains("south outlet"), "an agent of North never hears of South");
+    assert!(
+        !text(&seen_limited).contains("south outlet"),
+        "an agent of North never hears of South"
+    );
 
     // Replaying the whole feed is no different.
     let mut replay = live(&app, &north_agent, Some(0)).await;
@@ -293,21 +319,27 @@ async fn sockets_carry_nothing_of_other_tenants_or_other_outlets() {
 async fn two_agents_in_one_conversation_see_each_other() {
     let (app, acme, _) = two_tenants(Options::quiet()).await;
     customer_writes(&app, ACME_PHONE, BUDI, "wamid.p1", "hello").await;
-    let c = app
-        .wait_for(WAIT, |a| a.conversation_of(acme, BUDI))
-        .await;
+    let c = app.wait_for(WAIT, |a| a.conversation_of(acme, BUDI)).await;
     let ana = sign_in(&app, "acme", "agent", "Ana", "").await;
     let budi = sign_in(&app, "acme", "agent", "Budi", "").await;
     let mut a = live(&app, &ana, None).await;
     let mut b = live(&app, &budi, None).await;
     events_until(&mut a, |e| e["t"] == "ready").await;
     events_until(&mut b, |e| e["t"] == "ready").await;
-    a.send(WsMessage::Text(json!({"t": "viewing", "c": c.id.to_string()}).to_string().into()))
-        .await
-        .unwrap();
-    b.send(WsMessage::Text(json!({"t": "viewing", "c": c.id.to_string(), "typing": true}).to_string().into()))
-        .await
-        .unwrap();
+    a.send(WsMessage::Text(
+        json!({"t": "viewing", "c": c.id.to_string()})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    b.send(WsMessage::Text(
+        json!({"t": "viewing", "c": c.id.to_string(), "typing": true})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let seen = events_until(&mut a, |e| {
         e["t"] == "presence" && e["who"].as_array().is_some_and(|w| w.len() == 2)
     })
@@ -352,25 +384,66 @@ async fn forms_need_a_session_its_csrf_token_and_a_role_that_may_act() {
     // Signed out: to the sign-in page.
     assert_eq!(post(None, takeover.clone(), String::new()).await, 303);
     let agent = sign_in(&app, "acme", "agent", "Ana", "").await;
-    assert_eq!(post(Some(agent.cookie.clone()), takeover.clone(), "forged".into()).await, 403);
+    assert_eq!(
+        post(
+            Some(agent.cookie.clone()),
+            takeover.clone(),
+            "forged".into()
+        )
+        .await,
+        403
+    );
     let viewer = sign_in(&app, "acme", "viewer", "Vic", "").await;
-    assert_eq!(post(Some(viewer.cookie.clone()), takeover.clone(), viewer.csrf.clone()).await, 403);
+    assert_eq!(
+        post(
+            Some(viewer.cookie.clone()),
+            takeover.clone(),
+            viewer.csrf.clone()
+        )
+        .await,
+        403
+    );
     // Another tenant's conversation does not exist for this session.
     assert_eq!(
-        post(Some(agent.cookie.clone()), format!("/dash/c/{}/takeover", theirs.id), agent.csrf.clone()).await,
+        post(
+            Some(agent.cookie.clone()),
+            format!("/dash/c/{}/takeover", theirs.id),
+            agent.csrf.clone()
+        )
+        .await,
         404
     );
-    assert_eq!(app.conversation_of(acme, BUDI).unwrap().state, ConversationState::Bot);
-    assert_eq!(post(Some(agent.cookie.clone()), takeover, agent.csrf.clone()).await, 303);
-    assert_eq!(app.conversation_of(acme, BUDI).unwrap().state, ConversationState::Human);
+    assert_eq!(
+        app.conversation_of(acme, BUDI).unwrap().state,
+        ConversationState::Bot
+    );
+    assert_eq!(
+        post(Some(agent.cookie.clone()), takeover, agent.csrf.clone()).await,
+        303
+    );
+    assert_eq!(
+        app.conversation_of(acme, BUDI).unwrap().state,
+        ConversationState::Human
+    );
     // A wrong operator token signs nobody in.
-    let form = http.get(format!("{}/dash/signin", app.url)).send().await.unwrap();
+    let form = http
+        .get(format!("{}/dash/signin", app.url))
+        .send()
+        .await
+        .unwrap();
     let cookie = cookie_from(&form, "wacrm_signin").unwrap();
     let csrf = csrf_in(&form.text().await.unwrap());
     let resp = http
         .post(format!("{}/dash/signin", app.url))
         .header("cookie", format!("wacrm_signin={cookie}"))
-        .form(&[("csrf", csrf.as_str()), ("token", "wop_wrong"), ("tenant", "acme"), ("name", "X"), ("role", "admin"), ("outlet", "")])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("token", "wop_wrong"),
+            ("tenant", "acme"),
+            ("name", "X"),
+            ("role", "admin"),
+            ("outlet", ""),
+        ])
         .send()
         .await
         .unwrap();
@@ -389,12 +462,14 @@ async fn browser_sign_in(b: &Browser, app: &TestApp, tenant: &str, role: &str, n
     b.fill("#name", name).await;
     b.select("#role", role).await;
     b.submit("#signin").await;
-    b.wait_until("document.body.getAttribute('data-page') === 'inbox'").await;
+    b.wait_until("document.body.getAttribute('data-page') === 'inbox'")
+        .await;
 }
 
 /// Waits until the page's live channel has caught up.
 async fn live_ready(b: &Browser) {
-    b.wait_until("window.wacrmLive && window.wacrmLive.connected").await;
+    b.wait_until("window.wacrmLive && window.wacrmLive.connected")
+        .await;
 }
 
 fn now_ms() -> f64 {
@@ -442,17 +517,35 @@ async fn browser_suite() {
 async fn live_updates_take_over_reply_and_hand_back(b: &Browser) {
     let (app, acme, other) = two_tenants(Options::default()).await;
     // The other tenant is busy the whole time; none of it may ever show.
-    customer_writes(&app, OTHER_PHONE, STRANGER, "wamid.x1", "OTHER-TENANT-SECRET one").await;
+    customer_writes(
+        &app,
+        OTHER_PHONE,
+        STRANGER,
+        "wamid.x1",
+        "OTHER-TENANT-SECRET one",
+    )
+    .await;
 
     browser_sign_in(b, &app, "acme", "admin", "Ana").await;
     b.screenshot("01-inbox-empty").await;
     live_ready(b).await;
-    let to_list = timed_arrival(b, &app, ACME_PHONE, "wamid.a1", "Do you open on Sunday?", "#list-box", "Do you open on Sunday?").await;
+    let to_list = timed_arrival(
+        b,
+        &app,
+        ACME_PHONE,
+        "wamid.a1",
+        "Do you open on Sunday?",
+        "#list-box",
+        "Do you open on Sunday?",
+    )
+    .await;
     println!("webhook -> inbox row on screen: {to_list:.0} ms");
     // The assistant (fake model) answers; the row follows.
-    b.wait_text("#list-box", "You said: Do you open on Sunday?").await;
+    b.wait_text("#list-box", "You said: Do you open on Sunday?")
+        .await;
     b.submit("#list-box .row a").await;
-    b.wait_until("document.body.getAttribute('data-page') === 'conversation'").await;
+    b.wait_until("document.body.getAttribute('data-page') === 'conversation'")
+        .await;
     live_ready(b).await;
     let started = now_ms();
     let body = text_webhook(ACME_PHONE, BUDI, "wamid.a2", "And on holidays?");
@@ -467,21 +560,40 @@ async fn live_updates_take_over_reply_and_hand_back(b: &Browser) {
         customer_shown - started,
         reply_shown - started
     );
-    customer_writes(&app, OTHER_PHONE, STRANGER, "wamid.x2", "OTHER-TENANT-SECRET two").await;
+    customer_writes(
+        &app,
+        OTHER_PHONE,
+        STRANGER,
+        "wamid.x2",
+        "OTHER-TENANT-SECRET two",
+    )
+    .await;
     b.screenshot("02-conversation-desktop").await;
 
     // Take over, reply, hand back.
     b.submit("#takeover").await;
     b.wait_text("#conv-state", "Agent").await;
-    assert_eq!(app.conversation_of(acme, BUDI).unwrap().state, ConversationState::Human);
-    b.fill("#reply", "Let me check the holiday hours for you.").await;
+    assert_eq!(
+        app.conversation_of(acme, BUDI).unwrap().state,
+        ConversationState::Human
+    );
+    b.fill("#reply", "Let me check the holiday hours for you.")
+        .await;
     b.submit("#send").await;
-    b.wait_text("#transcript .msg.agent", "Let me check the holiday hours for you.").await;
+    b.wait_text(
+        "#transcript .msg.agent",
+        "Let me check the holiday hours for you.",
+    )
+    .await;
     app.wait_for(WAIT, |a| {
         a.graph
             .sent()
             .iter()
-            .any(|s| s.body.to_string().contains("Let me check the holiday hours"))
+            .any(|s| {
+                s.body
+                    .to_string()
+                    .contains("Let me check the holiday hours")
+            })
             .then_some(())
     })
     .await;
@@ -489,25 +601,33 @@ async fn live_updates_take_over_reply_and_hand_back(b: &Browser) {
     b.wait_until("Array.from(document.querySelectorAll('#transcript .msg.agent')).some(function (m) { return ['delivered', 'read'].indexOf(m.getAttribute('data-status')) >= 0; })").await;
     // While an agent holds it, the assistant stays silent.
     customer_writes(&app, ACME_PHONE, BUDI, "wamid.a3", "Thanks, waiting").await;
-    b.wait_text("#transcript .msg.customer", "Thanks, waiting").await;
+    b.wait_text("#transcript .msg.customer", "Thanks, waiting")
+        .await;
     b.submit("#handback").await;
     b.wait_text("#conv-state", "Assistant").await;
     customer_writes(&app, ACME_PHONE, BUDI, "wamid.a4", "Anything else?").await;
-    b.wait_text("#transcript .msg.assistant", "You said: Anything else?").await;
+    b.wait_text("#transcript .msg.assistant", "You said: Anything else?")
+        .await;
     let c = app.conversation_of(acme, BUDI).unwrap();
     let assistant_replies: Vec<String> = app
         .messages_by(acme, &c, Author::Assistant)
         .iter()
         .map(|m| m.body.preview_text())
         .collect();
-    assert!(!assistant_replies.iter().any(|t| t.contains("Thanks, waiting")), "{assistant_replies:?}");
+    assert!(
+        !assistant_replies
+            .iter()
+            .any(|t| t.contains("Thanks, waiting")),
+        "{assistant_replies:?}"
+    );
 
     // Search by number suffix and by text.
     b.goto(&format!("{}/dash/inbox?q=4567890", app.url)).await;
     b.wait_text("#list-box", "Budi").await;
     b.goto(&format!("{}/dash/inbox?q=holidays", app.url)).await;
     b.wait_text("#list-box", "Budi").await;
-    b.goto(&format!("{}/dash/inbox?q=no-such-words-anywhere", app.url)).await;
+    b.goto(&format!("{}/dash/inbox?q=no-such-words-anywhere", app.url))
+        .await;
     b.wait_text("#list-box", "No conversations here.").await;
 
     // The other tenant never showed, and its conversation is not found from here.
@@ -548,7 +668,10 @@ async fn missed_messages_appear_once_after_reconnecting(b: &Browser) {
     }
     app.wait_for(WAIT, |a| (a.all_messages(acme).len() == 6).then_some(()))
         .await;
-    assert!(!b.page_text().await.contains("missed message 1"), "nothing arrives while disconnected");
+    assert!(
+        !b.page_text().await.contains("missed message 1"),
+        "nothing arrives while disconnected"
+    );
     b.js("window.wacrmLive.connect();", json!([])).await;
     live_ready(b).await;
     b.wait_text("#transcript", "missed message 5").await;
@@ -565,7 +688,11 @@ async fn missed_messages_appear_once_after_reconnecting(b: &Browser) {
         *counts.entry(s.as_str()).or_default() += 1;
     }
     for text in &missed {
-        assert_eq!(counts.get(text.as_str()), Some(&1), "{text} shown once: {shown:?}");
+        assert_eq!(
+            counts.get(text.as_str()),
+            Some(&1),
+            "{text} shown once: {shown:?}"
+        );
     }
     assert_eq!(shown.len(), 6, "{shown:?}");
 
@@ -589,8 +716,19 @@ async fn viewers_read_but_cannot_act(b: &Browser) {
     b.goto(&format!("{}/dash/c/{}", app.url, c.id)).await;
     b.wait_text("#transcript", "Where is my order?").await;
     assert!(b.text("#read-only").await.contains("cannot act"));
-    for control in ["#takeover", "#handback", "#close", "#reply", "#assign", "#note"] {
-        assert_eq!(b.count(control).await, 0, "{control} is not offered to viewers");
+    for control in [
+        "#takeover",
+        "#handback",
+        "#close",
+        "#reply",
+        "#assign",
+        "#note",
+    ] {
+        assert_eq!(
+            b.count(control).await,
+            0,
+            "{control} is not offered to viewers"
+        );
     }
     // Even a hand-made POST with the viewer's own token is refused.
     let status = b
@@ -602,7 +740,10 @@ async fn viewers_read_but_cannot_act(b: &Browser) {
         )
         .await;
     assert_eq!(status, 403);
-    assert_eq!(app.conversation_of(acme, BUDI).unwrap().state, ConversationState::Bot);
+    assert_eq!(
+        app.conversation_of(acme, BUDI).unwrap().state,
+        ConversationState::Bot
+    );
     b.screenshot("05-conversation-viewer").await;
     // Admin pages are not for viewers.
     b.goto(&format!("{}/dash/admin/channels", app.url)).await;
@@ -613,7 +754,13 @@ async fn closed_window_offers_templates_and_colleagues_are_visible(b: &Browser) 
     let (app, acme, _) = two_tenants(Options::quiet()).await;
     let day_ago = jiff::Timestamp::now().as_second() - 25 * 3600;
     let (status, _) = app
-        .post_signed(&text_webhook_at(ACME_PHONE, BUDI, "wamid.t1", "Old question", day_ago))
+        .post_signed(&text_webhook_at(
+            ACME_PHONE,
+            BUDI,
+            "wamid.t1",
+            "Old question",
+            day_ago,
+        ))
         .await;
     assert_eq!(status, 200);
     let c = app.wait_for(WAIT, |a| a.conversation_of(acme, BUDI)).await;
@@ -621,24 +768,34 @@ async fn closed_window_offers_templates_and_colleagues_are_visible(b: &Browser) 
     b.goto(&format!("{}/dash/c/{}", app.url, c.id)).await;
     live_ready(b).await;
     assert!(b.text("#window").await.contains("closed"));
-    assert_eq!(b.count("#reply").await, 0, "no free-form reply outside the window");
+    assert_eq!(
+        b.count("#reply").await,
+        0,
+        "no free-form reply outside the window"
+    );
 
     // A colleague opens the same conversation and starts typing.
     let budi = sign_in(&app, "acme", "agent", "Budi", "").await;
     let mut ws = live(&app, &budi, None).await;
     events_until(&mut ws, |e| e["t"] == "ready").await;
-    ws.send(WsMessage::Text(json!({"t": "viewing", "c": c.id.to_string(), "typing": true}).to_string().into()))
-        .await
-        .unwrap();
+    ws.send(WsMessage::Text(
+        json!({"t": "viewing", "c": c.id.to_string(), "typing": true})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     b.wait_text("#presence", "Also here: Budi (typing").await;
     b.screenshot("06-template-picker-and-colleague").await;
     drop(ws);
-    b.wait_until("document.getElementById('presence').hidden").await;
+    b.wait_until("document.getElementById('presence').hidden")
+        .await;
 
     b.fill("#template-name", "hello_world").await;
     b.fill("#template-language", "en_US").await;
     b.submit("#send-template").await;
-    b.wait_text("#transcript .msg.agent", "[template hello_world]").await;
+    b.wait_text("#transcript .msg.agent", "[template hello_world]")
+        .await;
     app.wait_for(WAIT, |a| {
         a.graph
             .sent()
@@ -651,7 +808,11 @@ async fn closed_window_offers_templates_and_colleagues_are_visible(b: &Browser) 
     // Private notes stay in the dashboard.
     b.fill("#note", "Customer is a regular, be kind").await;
     b.submit("#add-note").await;
-    b.wait_text("#transcript .msg.note", "Ana: Customer is a regular, be kind").await;
+    b.wait_text(
+        "#transcript .msg.note",
+        "Ana: Customer is a regular, be kind",
+    )
+    .await;
     assert!(!app
         .graph
         .sent()
@@ -671,14 +832,24 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
 
     b.goto(&format!("{}/dash/admin/channels", app.url)).await;
     let page = b.page_text().await;
-    assert!(page.contains("Meta calls only HTTPS") || page.contains("Meta will not call a plain http"));
+    assert!(
+        page.contains("Meta calls only HTTPS") || page.contains("Meta will not call a plain http")
+    );
     let values: Vec<String> = serde_json::from_value(
         b.js("return Array.from(document.querySelectorAll('input.copy')).map(function (e) { return e.value; });", json!([]))
             .await,
     )
     .unwrap();
-    assert!(values.iter().any(|v| v.ends_with("/webhooks/whatsapp")), "{values:?}");
-    assert!(values.iter().any(|v| v == &format!("{VERIFY_TOKEN}-{ACME_PHONE}")), "{values:?}");
+    assert!(
+        values.iter().any(|v| v.ends_with("/webhooks/whatsapp")),
+        "{values:?}"
+    );
+    assert!(
+        values
+            .iter()
+            .any(|v| v == &format!("{VERIFY_TOKEN}-{ACME_PHONE}")),
+        "{values:?}"
+    );
     b.fill("#channel-name", "Try-out sandbox").await;
     b.submit("#channel-add").await;
     b.wait_text("body", "Try-out sandbox").await;
@@ -686,7 +857,8 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
 
     b.goto(&format!("{}/dash/canned", app.url)).await;
     b.fill("#canned-shortcut", "hours").await;
-    b.fill("#canned-text", "We are open daily from 08:00 to 22:00.").await;
+    b.fill("#canned-text", "We are open daily from 08:00 to 22:00.")
+        .await;
     b.submit("#canned-save").await;
     b.wait_text("table", "/hours").await;
     b.screenshot("09-canned").await;
@@ -695,16 +867,22 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
     live_ready(b).await;
     b.fill("#sim-text", "Hi from the simulator").await;
     b.submit("#sim-send").await;
-    b.wait_text("#phone", "You said: Hi from the simulator").await;
+    b.wait_text("#phone", "You said: Hi from the simulator")
+        .await;
     b.screenshot("10-simulator").await;
 
     // The simulated customer's conversation is in the inbox; a canned reply by shortcut.
     b.goto(&format!("{}/dash/inbox", app.url)).await;
     b.submit("#list-box .row a").await;
-    b.wait_until("document.body.getAttribute('data-page') === 'conversation'").await;
+    b.wait_until("document.body.getAttribute('data-page') === 'conversation'")
+        .await;
     b.fill("#reply", "/hours").await;
     b.submit("#send").await;
-    b.wait_text("#transcript .msg.agent", "We are open daily from 08:00 to 22:00.").await;
+    b.wait_text(
+        "#transcript .msg.agent",
+        "We are open daily from 08:00 to 22:00.",
+    )
+    .await;
 
     for (path, name) in [
         ("/dash/admin/knowledge", "11-knowledge-placeholder"),

@@ -86,8 +86,12 @@ impl Browser {
             http,
             _profile: profile,
         };
-        b.cmd("POST", "timeouts", json!({"script": PAGE_WAIT.as_millis() as u64 + 5_000, "pageLoad": 30_000}))
-            .await;
+        b.cmd(
+            "POST",
+            "timeouts",
+            json!({"script": PAGE_WAIT.as_millis() as u64 + 5_000, "pageLoad": 30_000}),
+        )
+        .await;
         b
     }
 
@@ -157,7 +161,11 @@ impl Browser {
 
     pub async fn find(&self, css: &str) -> String {
         let v = self
-            .cmd("POST", "element", json!({"using": "css selector", "value": css}))
+            .cmd(
+                "POST",
+                "element",
+                json!({"using": "css selector", "value": css}),
+            )
             .await;
         v[ELEMENT]
             .as_str()
@@ -187,13 +195,18 @@ impl Browser {
         let id = self.find(css).await;
         self.cmd("POST", &format!("element/{id}/clear"), json!({}))
             .await;
-        self.cmd("POST", &format!("element/{id}/value"), json!({"text": text}))
-            .await;
+        self.cmd(
+            "POST",
+            &format!("element/{id}/value"),
+            json!({"text": text}),
+        )
+        .await;
     }
 
     /// Chooses the option with this value of a <select>.
     pub async fn select(&self, css: &str, value: &str) {
-        self.click(&format!("{css} option[value=\"{value}\"]")).await;
+        self.click(&format!("{css} option[value=\"{value}\"]"))
+            .await;
     }
 
     pub async fn text(&self, css: &str) -> String {
@@ -206,8 +219,12 @@ impl Browser {
     }
 
     pub async fn js(&self, script: &str, args: Value) -> Value {
-        self.cmd("POST", "execute/sync", json!({"script": script, "args": args}))
-            .await
+        self.cmd(
+            "POST",
+            "execute/sync",
+            json!({"script": script, "args": args}),
+        )
+        .await
     }
 
     /// Waits (in the page, re-checking on every DOM change and every 50 ms, at most PAGE_WAIT)
@@ -228,7 +245,11 @@ impl Browser {
             limit = PAGE_WAIT.as_millis(),
         );
         let v = self
-            .cmd("POST", "execute/async", json!({"script": script, "args": []}))
+            .cmd(
+                "POST",
+                "execute/async",
+                json!({"script": script, "args": []}),
+            )
             .await;
         let at = v.as_f64().unwrap_or(-1.0);
         assert!(at >= 0.0, "the page never satisfied: {condition}");

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -45,7 +45,8 @@ pub struct HubEvent {
     pub conversation: ConversationId,
     /// The conversation's outlet: sockets of viewers limited to other outlets skip the event.
     pub outlet: Option<OutletId>,
-    pub json: String,
+    /// Shared by every socket that sends it (a reference count, not a copy per socket).
+    pub json: Utf8Bytes,
 }
 
 struct TenantFeed {
@@ -118,7 +119,7 @@ pub fn build_event(
         seq: Some(entry.seq),
         conversation: entry.conversation,
         outlet: conversation.outlet,
-        json: value.to_string(),
+        json: value.to_string().into(),
     }))
 }
 
@@ -265,7 +266,9 @@ impl LiveHub {
                     seq: None,
                     conversation: u.conversation,
                     outlet,
-                    json: json!({"t": "working", "c": u.conversation.to_string()}).to_string(),
+                    json: json!({"t": "working", "c": u.conversation.to_string()})
+                        .to_string()
+                        .into(),
                 },
             );
         } else {
@@ -283,6 +286,8 @@ pub struct Presence {
 #[derive(Debug, Clone, PartialEq)]
 struct Present {
     socket: u64,
+    /// The signed-in session: its other tabs are not someone else.
+    session: u64,
     name: String,
     typing: bool,
 }
@@ -293,7 +298,7 @@ impl Presence {
     fn set(
         &self,
         tenant: TenantId,
-        socket: u64,
+        (socket, session): (u64, u64),
         name: &str,
         conversation: Option<ConversationId>,
         typing: bool,
@@ -321,6 +326,7 @@ impl Presence {
             let people = map.entry((tenant, c)).or_default();
             let me = Present {
                 socket,
+                session,
                 name: name.to_string(),
                 typing,
             };
@@ -347,13 +353,15 @@ fn presence_event(
 ) -> HubEvent {
     let who: Vec<_> = people
         .iter()
-        .map(|p| json!({"socket": p.socket, "name": p.name, "typing": p.typing}))
+        .map(|p| json!({"socket": p.socket, "session": p.session, "name": p.name, "typing": p.typing}))
         .collect();
     HubEvent {
         seq: None,
         conversation,
         outlet,
-        json: json!({"t": "presence", "c": conversation.to_string(), "who": who}).to_string(),
+        json: json!({"t": "presence", "c": conversation.to_string(), "who": who})
+            .to_string()
+            .into(),
     }
 }
 
@@ -389,7 +397,11 @@ pub async fn socket(
     if !same_origin(&headers) {
         return DashError::Forbidden("cross-origin live connection".into()).into_response();
     }
+    // Small buffers: a dashboard sends a few short messages, and thousands of idle tabs must
+    // not each hold the 128 KiB tungstenite reserves by default.
     ws.max_message_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| serve_socket(state, viewer, q.after, socket))
 }
 
@@ -431,7 +443,7 @@ impl Conn {
                 {
                     if self.visible(ev.outlet) {
                         socket
-                            .send(WsMessage::Text(ev.json.into()))
+                            .send(WsMessage::Text(ev.json))
                             .await
                             .map_err(|_| ())?;
                     }
@@ -452,7 +464,7 @@ impl Conn {
                 self.sent = seq;
                 if self.visible(ev.outlet) {
                     socket
-                        .send(WsMessage::Text(ev.json.clone().into()))
+                        .send(WsMessage::Text(ev.json.clone()))
                         .await
                         .map_err(|_| ())?;
                 }
@@ -461,7 +473,7 @@ impl Conn {
             None => {
                 if self.visible(ev.outlet) {
                     socket
-                        .send(WsMessage::Text(ev.json.clone().into()))
+                        .send(WsMessage::Text(ev.json.clone()))
                         .await
                         .map_err(|_| ())?;
                 }
@@ -481,7 +493,7 @@ impl Conn {
         });
         let changed = self.state.dashboard.presence.set(
             tenant,
-            self.id,
+            (self.id, self.viewer.session_id),
             &self.viewer.name,
             conversation,
             typing,
@@ -519,7 +531,10 @@ async fn serve_socket(state: AppState, viewer: Viewer, after: Option<u64>, mut s
         time_zone,
         sent: after.unwrap_or(latest),
     };
-    let hello = json!({"t": "hello", "seq": latest, "socket": conn.id}).to_string();
+    let hello = json!({
+        "t": "hello", "seq": latest, "socket": conn.id, "session": conn.viewer.session_id,
+    })
+    .to_string();
     if socket.send(WsMessage::Text(hello.into())).await.is_err() {
         return;
     }
@@ -567,19 +582,19 @@ mod tests {
         let p = Presence::default();
         let t = TenantId::new();
         let (c1, c2) = (ConversationId::new(), ConversationId::new());
-        let changed = p.set(t, 1, "Ana", Some(c1), false);
+        let changed = p.set(t, (1, 1), "Ana", Some(c1), false);
         assert_eq!(changed.len(), 1);
-        let changed = p.set(t, 2, "Budi", Some(c1), false);
+        let changed = p.set(t, (2, 2), "Budi", Some(c1), false);
         assert_eq!(changed[0].1.len(), 2);
         // Same again: nobody needs telling.
-        assert!(p.set(t, 2, "Budi", Some(c1), false).is_empty());
-        let changed = p.set(t, 2, "Budi", Some(c1), true);
+        assert!(p.set(t, (2, 2), "Budi", Some(c1), false).is_empty());
+        let changed = p.set(t, (2, 2), "Budi", Some(c1), true);
         assert!(changed[0].1.iter().any(|x| x.typing));
-        let changed = p.set(t, 1, "Ana", Some(c2), false);
+        let changed = p.set(t, (1, 1), "Ana", Some(c2), false);
         let left: Vec<_> = changed.iter().find(|(c, _)| *c == c1).unwrap().1.clone();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].name, "Budi");
-        let changed = p.set(t, 2, "Budi", None, false);
+        let changed = p.set(t, (2, 2), "Budi", None, false);
         assert!(changed
             .iter()
             .any(|(c, people)| *c == c1 && people.is_empty()));

@@ -270,7 +270,7 @@ impl ListParams {
             && (self.outlet.is_empty()
                 || c.outlet.map(|o| o.to_string()).as_deref() == Some(self.outlet.as_str()))
             && (self.channel.is_empty() || c.channel.to_string() == self.channel)
-            && (self.label.is_empty() || x.labels.iter().any(|l| *l == self.label))
+            && (self.label.is_empty() || x.labels.contains(&self.label))
     }
 }
 
