@@ -106,9 +106,16 @@
     if (conversation && ev.c === conversation) {
       if (ev.html) upsertMessage(ev.html);
       if (ev.author === "assistant" || ev.author === "agent") showWorking(false);
-      if (!simulator && ev.kind !== "status") refreshPanel();
+      if (!simulator && stateChanged(ev)) refreshPanel();
     }
     if (!simulator && ev.kind !== "status") refreshList();
+  }
+
+  // The panel (state, assignment, labels, actions) only changes with the conversation.
+  function stateChanged(ev) {
+    if (ev.kind === "state") return true;
+    var head = document.querySelector("#panel .conv-head");
+    return !!head && ev.state && head.getAttribute("data-state") !== ev.state;
   }
 
   var reloadTimer = null;

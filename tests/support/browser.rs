@@ -14,6 +14,8 @@ use tokio::process::{Child, Command};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// Longest a single wait for something on the page may take.
 pub const PAGE_WAIT: Duration = Duration::from_secs(20);
+/// One in-page wait; a navigation in the middle costs at most this (plus the script timeout).
+const STEP_MS: u64 = 2_000;
 
 pub struct Browser {
     driver: Child,
@@ -89,7 +91,7 @@ impl Browser {
         b.cmd(
             "POST",
             "timeouts",
-            json!({"script": PAGE_WAIT.as_millis() as u64 + 5_000, "pageLoad": 30_000}),
+            json!({"script": STEP_MS + 1_000, "pageLoad": 30_000}),
         )
         .await;
         b
@@ -185,10 +187,20 @@ impl Browser {
         .unwrap_or(0)
     }
 
+    /// Clicks `css`; if the live updates replaced it between finding and clicking, finds it again.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.cmd("POST", &format!("element/{id}/click"), json!({}))
-            .await;
+        for _ in 0..5 {
+            let id = self.find(css).await;
+            match self
+                .try_cmd("POST", &format!("element/{id}/click"), json!({}))
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") => continue,
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+        panic!("click {css}: the element kept being replaced");
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
@@ -228,11 +240,12 @@ impl Browser {
     }
 
     /// Waits (in the page, re-checking on every DOM change and every 50 ms, at most PAGE_WAIT)
-    /// until `condition` (a JS expression) holds. Returns the wall-clock ms when it did.
+    /// until `condition` (a JS expression) holds. Returns the wall-clock ms when it did. A page
+    /// that navigates meanwhile (a form's redirect, a live reload) is waited on afresh.
     pub async fn wait_until(&self, condition: &str) -> f64 {
         let script = format!(
             r#"var done = arguments[arguments.length - 1];
-            var limit = Date.now() + {limit};
+            var limit = Date.now() + {STEP_MS};
             function ok() {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }}
             if (ok()) {{ done(Date.now()); return; }}
             var obs = new MutationObserver(check);
@@ -242,18 +255,22 @@ impl Browser {
               else if (Date.now() > limit) {{ obs.disconnect(); clearInterval(timer); done(-1); }}
             }}
             obs.observe(document.documentElement, {{subtree: true, childList: true, characterData: true, attributes: true}});"#,
-            limit = PAGE_WAIT.as_millis(),
         );
-        let v = self
-            .cmd(
-                "POST",
-                "execute/async",
-                json!({"script": script, "args": []}),
-            )
-            .await;
-        let at = v.as_f64().unwrap_or(-1.0);
-        assert!(at >= 0.0, "the page never satisfied: {condition}");
-        at
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            let got = self
+                .try_cmd("POST", "execute/async", json!({"script": script, "args": []}))
+                .await;
+            if let Ok(at) = got.as_ref().map(|v| v.as_f64().unwrap_or(-1.0)) {
+                if at >= 0.0 {
+                    return at;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page never satisfied: {condition} (last: {got:?})"
+            );
+        }
     }
 
     /// Waits until the page shows `text` somewhere in `css`.
