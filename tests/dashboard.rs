@@ -896,3 +896,183 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
     b.goto(&format!("{}/dash/signin", app.url)).await;
     b.screenshot("00-signin").await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lists and filters, over plain HTTP.
+
+async fn page(app: &TestApp, who: &Http, path: &str) -> String {
+    no_redirects()
+        .get(format!("{}{}", app.url, path))
+        .header("cookie", &who.cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The customer numbers listed in an inbox page.
+fn listed(html: &str) -> Vec<String> {
+    html.split("<span class=\"number\">")
+        .skip(1)
+        .filter_map(|s| s.split('<').next())
+        .map(|s| s.trim_start_matches('+').to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn inbox_lists_filter_by_view_outlet_channel_label_and_search() {
+    let app = TestApp::start(Options::quiet()).await;
+    let acme = app.create_tenant("acme").await;
+    let outlet = app
+        .post("/api/v1/tenants/acme/outlets", json!({"name": "Kemang"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let in_outlet = app
+        .post(
+            "/api/v1/tenants/acme/channels",
+            json!({
+                "type": "cloud_api", "name": "Kemang WA", "outlet": outlet,
+                "phone_number_id": ACME_PHONE, "waba_id": WABA_ID,
+                "access_token": ACCESS_TOKEN, "app_secret": APP_SECRET, "verify_token": "vt-k",
+            }),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.add_cloud_channel("acme", OTHER_PHONE).await;
+    customer_writes(
+        &app,
+        ACME_PHONE,
+        BUDI,
+        "wamid.f1",
+        "espresso machine broken",
+    )
+    .await;
+    customer_writes(&app, OTHER_PHONE, SITI, "wamid.f2", "refund please").await;
+    customer_writes(&app, OTHER_PHONE, STRANGER, "wamid.f3", "hello").await;
+    app.wait_for(WAIT, |a| (a.conversations(acme).len() == 3).then_some(()))
+        .await;
+    let ana = sign_in(&app, "acme", "agent", "Ana", "").await;
+    let id_of = |wa: &str| app.conversation_of(acme, wa).unwrap().id;
+    let act = |path: String, fields: Vec<(&'static str, String)>| {
+        let (url, cookie, csrf) = (
+            format!("{}{}", app.url, path),
+            ana.cookie.clone(),
+            ana.csrf.clone(),
+        );
+        async move {
+            let mut form = fields;
+            form.push(("csrf", csrf));
+            let status = no_redirects()
+                .post(url)
+                .header("cookie", cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(status, 303);
+        }
+    };
+    act(
+        format!("/dash/c/{}/assign", id_of(SITI)),
+        vec![("assignee", "Ana".into())],
+    )
+    .await;
+    act(
+        format!("/dash/c/{}/labels", id_of(SITI)),
+        vec![("labels", "Refund, VIP".into())],
+    )
+    .await;
+    act(format!("/dash/c/{}/close", id_of(STRANGER)), vec![]).await;
+
+    let mut all = listed(&page(&app, &ana, "/dash/inbox").await);
+    all.sort();
+    assert_eq!(
+        all,
+        vec![BUDI.to_string(), SITI.to_string()],
+        "closed ones are not in the open list"
+    );
+    assert_eq!(
+        listed(&page(&app, &ana, "/dash/inbox?view=closed").await),
+        vec![STRANGER]
+    );
+    assert_eq!(
+        listed(&page(&app, &ana, "/dash/inbox?view=mine").await),
+        vec![SITI]
+    );
+    assert_eq!(
+        listed(&page(&app, &ana, "/dash/inbox?view=unassigned").await),
+        vec![BUDI]
+    );
+    assert!(listed(&page(&app, &ana, "/dash/inbox?view=pending").await).is_empty());
+    assert_eq!(
+        listed(&page(&app, &ana, &format!("/dash/inbox?outlet={outlet}")).await),
+        vec![BUDI]
+    );
+    assert_eq!(
+        listed(&page(&app, &ana, &format!("/dash/inbox?channel={in_outlet}")).await),
+        vec![BUDI]
+    );
+    assert_eq!(
+        listed(&page(&app, &ana, "/dash/inbox?label=vip").await),
+        vec![SITI]
+    );
+    // Search follows the store through the live feed, a moment behind it: each query is
+    // repeated (bounded) until the indexer has caught up.
+    let search = |q: &'static str| {
+        let (app, ana) = (&app, &ana);
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let found = listed(&page(app, ana, &format!("/dash/inbox?view=all&q={q}")).await);
+                if !found.is_empty() || Instant::now() > deadline {
+                    return found;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(search("espresso").await, vec![BUDI]);
+    assert_eq!(search("refund").await, vec![SITI]);
+    assert_eq!(search("4567890").await, vec![BUDI]);
+}
+
+#[tokio::test]
+async fn bench_live_runs_small() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wacrm"))
+        .args([
+            "bench",
+            "live",
+            "--clients",
+            "20",
+            "--other-tenants",
+            "2",
+            "--other-clients",
+            "6",
+            "--messages",
+            "12",
+            "--rate",
+            "50",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| missing / duplicated / other tenant's | 0 / 0 / 0 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("commit -> socket p99"), "{stdout}");
+}

@@ -259,7 +259,11 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         loop {
             let got = self
-                .try_cmd("POST", "execute/async", json!({"script": script, "args": []}))
+                .try_cmd(
+                    "POST",
+                    "execute/async",
+                    json!({"script": script, "args": []}),
+                )
                 .await;
             if let Ok(at) = got.as_ref().map(|v| v.as_f64().unwrap_or(-1.0)) {
                 if at >= 0.0 {
