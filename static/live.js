@@ -132,7 +132,7 @@
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) { if (html !== null) box.innerHTML = html; })
         .catch(function () {});
-    }, 100);
+    }, 60);
   }
 
   var panelTimer = null;

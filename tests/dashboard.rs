@@ -472,6 +472,21 @@ async fn live_ready(b: &Browser) {
         .await;
 }
 
+/// Prints a measured time and keeps it beside the screenshots (test output is captured).
+fn report_latency(line: &str) {
+    println!("{line}");
+    let dir = support::browser::screenshot_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("live-latency.txt");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    if line.starts_with("webhook -> inbox") {
+        text.clear();
+    }
+    text.push_str(line);
+    text.push('\n');
+    let _ = std::fs::write(path, text);
+}
+
 fn now_ms() -> f64 {
     jiff::Timestamp::now().as_millisecond() as f64
 }
@@ -539,7 +554,7 @@ async fn live_updates_take_over_reply_and_hand_back(b: &Browser) {
         "Do you open on Sunday?",
     )
     .await;
-    println!("webhook -> inbox row on screen: {to_list:.0} ms");
+    report_latency(&format!("webhook -> inbox row on screen: {to_list:.0} ms"));
     // The assistant (fake model) answers; the row follows.
     b.wait_text("#list-box", "You said: Do you open on Sunday?")
         .await;
@@ -555,11 +570,11 @@ async fn live_updates_take_over_reply_and_hand_back(b: &Browser) {
         app.post_signed(&body)
     );
     assert_eq!(status, 200);
-    println!(
+    report_latency(&format!(
         "webhook -> customer message on screen: {:.0} ms; -> assistant reply on screen: {:.0} ms",
         customer_shown - started,
         reply_shown - started
-    );
+    ));
     customer_writes(
         &app,
         OTHER_PHONE,

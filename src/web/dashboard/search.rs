@@ -28,6 +28,9 @@ use crate::storage::{ConversationId, Store, StoreError, TenantId};
 pub enum SearchError {
     #[error("search index: {0}")]
     Index(String),
+    /// Another process holds the index: never rebuilt over it.
+    #[error("search index in use by another process: {0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -36,6 +39,7 @@ impl SearchError {
     pub fn code(&self) -> &'static str {
         match self {
             SearchError::Index(_) => "search_index",
+            SearchError::Busy(_) => "search_index_busy",
             SearchError::Store(e) => e.code(),
         }
     }
@@ -43,7 +47,10 @@ impl SearchError {
 
 impl From<tantivy::TantivyError> for SearchError {
     fn from(e: tantivy::TantivyError) -> Self {
-        SearchError::Index(e.to_string())
+        match e {
+            tantivy::TantivyError::LockFailure(..) => SearchError::Busy(e.to_string()),
+            other => SearchError::Index(other.to_string()),
+        }
     }
 }
 
@@ -142,6 +149,7 @@ impl SearchIndex {
     pub fn open_or_rebuild(path: &Path) -> Result<Self, SearchError> {
         match Self::open(path) {
             Ok(s) => return Ok(s),
+            Err(e @ SearchError::Busy(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "search index unreadable; rebuilding it")
             }
