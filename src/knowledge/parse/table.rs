@@ -34,7 +34,9 @@ pub fn render_row(header: Option<&[String]>, cells: &[String]) -> String {
 fn looks_numeric(cell: &str) -> bool {
     let core: String = cell
         .chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '$' | '€' | '£' | '¥' | '%' | ',' | '.' | '-' | '+'))
+        .filter(|c| {
+            !c.is_whitespace() && !matches!(c, '$' | '€' | '£' | '¥' | '%' | ',' | '.' | '-' | '+')
+        })
         .collect();
     let core = core.strip_prefix("Rp").unwrap_or(&core);
     !core.is_empty() && core.chars().all(|c| c.is_ascii_digit())

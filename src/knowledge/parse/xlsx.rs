@@ -8,7 +8,9 @@ use std::io::Cursor;
 use calamine::{Data, Reader, SheetType, SheetVisible, Xlsx};
 
 use super::zipguard::GuardedZip;
-use super::{csv, docx, table, BlockKind, BlockSink, DocumentFormat, ParseError, ParseLimits, ParsedDocument};
+use super::{
+    csv, docx, table, BlockKind, BlockSink, DocumentFormat, ParseError, ParseLimits, ParsedDocument,
+};
 
 /// How far down a sheet the header row is looked for.
 const HEADER_SEARCH_ROWS: usize = 10;
@@ -16,9 +18,9 @@ const HEADER_SEARCH_ROWS: usize = 10;
 pub fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
     let mut zip = GuardedZip::open(bytes, limits)?;
     zip.verify_all()?;
-    let title = zip.read("docProps/core.xml")?.and_then(|xml| {
-        docx::core_title(&String::from_utf8_lossy(&xml))
-    });
+    let title = zip
+        .read("docProps/core.xml")?
+        .and_then(|xml| docx::core_title(&String::from_utf8_lossy(&xml)));
     let mut workbook: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(|e| match e {
         calamine::XlsxError::Password => ParseError::Encrypted,
         e => ParseError::corrupt(format!("unreadable workbook ({e})")),
@@ -43,8 +45,9 @@ pub fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, Parse
         let header_at = rows
             .iter()
             .take(HEADER_SEARCH_ROWS)
-            .position(|r| r.iter().filter(|c| !c.is_empty()).count() >= 2
-                && table::is_header_row(r, 2))
+            .position(|r| {
+                r.iter().filter(|c| !c.is_empty()).count() >= 2 && table::is_header_row(r, 2)
+            })
             .unwrap_or(0);
         for title_row in &rows[..header_at] {
             sink.push(BlockKind::Paragraph, &table::render_row(None, title_row));
