@@ -252,6 +252,52 @@ fn xlsx_every_sheet_rows_with_headers() {
     assert_eq!(doc.blocks.len(), 8);
 }
 
+/// The price list with its first sheet's XML replaced.
+fn xlsx_with_sheet1(sheet_xml: &str) -> Vec<u8> {
+    let mut source =
+        zip::ZipArchive::new(std::io::Cursor::new(fixture!("price_list.xlsx"))).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..source.len() {
+        let mut entry = source.by_index(i).unwrap();
+        let name = entry.name().unwrap().to_string();
+        out.start_file(&name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        if name == "xl/worksheets/sheet1.xml" {
+            out.write_all(sheet_xml.as_bytes()).unwrap();
+        } else {
+            std::io::copy(&mut entry, &mut out).unwrap();
+        }
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[test]
+fn xlsx_sheet_spanning_the_whole_grid_is_read_sparsely() {
+    let sheet = r#"<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><dimension ref="A1:XFD1048576"/><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>Opening hours</t></is></c></row><row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>far corner</t></is></c></row></sheetData></worksheet>"#;
+    let doc = parse_ok(&xlsx_with_sheet1(sheet), "sparse.xlsx");
+    let text = all_text(&doc);
+    assert!(
+        text.contains("Opening hours") && text.contains("far corner"),
+        "{text}"
+    );
+}
+
+#[test]
+fn xlsx_title_rows_above_the_header_become_paragraphs() {
+    let cell = |r: &str, t: &str| format!(r#"<c r="{r}" t="inlineStr"><is><t>{t}</t></is></c>"#);
+    let sheet = format!(
+        r#"<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row r="1">{}</row><row r="3">{}{}</row><row r="4">{}<c r="B4"><v>1500</v></c></row></sheetData></worksheet>"#,
+        cell("A1", "Price list 2024"),
+        cell("A3", "Item"),
+        cell("B3", "Price"),
+        cell("A4", "Air mineral"),
+    );
+    let doc = parse_ok(&xlsx_with_sheet1(&sheet), "titled.xlsx");
+    assert_eq!(doc.blocks[0].text, "Price list 2024");
+    assert_eq!(doc.blocks[0].kind, BlockKind::Paragraph);
+    assert_eq!(doc.blocks[1].text, "Item: Air mineral; Price: 1500");
+}
+
 #[test]
 fn csv_semicolons_in_windows_1252() {
     let doc = parse_ok(fixture!("prices_cp1252.csv"), "preise.csv");
