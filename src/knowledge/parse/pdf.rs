@@ -32,19 +32,19 @@ const MAX_FORM_VISITS: usize = 100_000;
 
 pub fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
     check_stream_budget(bytes, limits.max_uncompressed_bytes)?;
-    let owned = bytes.to_vec();
     let max_glyphs = limits.max_uncompressed_bytes;
-    let worker = std::thread::Builder::new()
-        .name("pdf-extract".into())
-        .stack_size(EXTRACT_STACK)
-        .spawn(move || extract(&owned, max_glyphs))
-        .map_err(|e| ParseError::corrupt(format!("could not start the PDF reader ({e})")))?;
-    match worker.join() {
-        Ok(result) => result,
-        Err(_) => Err(ParseError::corrupt(
-            "the PDF reader could not read this file",
-        )),
-    }
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("pdf-extract".into())
+            .stack_size(EXTRACT_STACK)
+            .spawn_scoped(scope, || extract(bytes, max_glyphs))
+            .map_err(|e| ParseError::corrupt(format!("could not start the PDF reader ({e})")))?;
+        worker.join().unwrap_or_else(|_| {
+            Err(ParseError::corrupt(
+                "the PDF reader could not read this file",
+            ))
+        })
+    })
 }
 
 fn extract(bytes: &[u8], max_glyphs: u64) -> Result<ParsedDocument, ParseError> {
