@@ -1,0 +1,1 @@
+//! `wacrm bench quota`.
