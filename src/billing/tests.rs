@@ -77,7 +77,9 @@ async fn check(store: &Store, tenant: TenantId, r: Resource) -> Result<(), Store
 async fn a_starter_tenant_gets_one_outlet_and_a_second_is_refused_whole() {
     let f = fixture();
     let t = tenant(&f.store, "acme", "UTC").await;
-    tenants::create_outlet(&f.store, t, "Main street").await.unwrap();
+    tenants::create_outlet(&f.store, t, "Main street")
+        .await
+        .unwrap();
     let err = tenants::create_outlet(&f.store, t, "Harbour")
         .await
         .unwrap_err();
@@ -93,8 +95,12 @@ async fn a_starter_tenant_gets_one_outlet_and_a_second_is_refused_whole() {
     change_plan(&f.store, t, "growth", Timestamp::now())
         .await
         .unwrap();
-    tenants::create_outlet(&f.store, t, "Harbour").await.unwrap();
-    tenants::create_outlet(&f.store, t, "Airport").await.unwrap();
+    tenants::create_outlet(&f.store, t, "Harbour")
+        .await
+        .unwrap();
+    tenants::create_outlet(&f.store, t, "Airport")
+        .await
+        .unwrap();
     assert!(tenants::create_outlet(&f.store, t, "Fourth").await.is_err());
     assert_eq!(tenants::list_outlets(&f.store, t).unwrap().len(), 3);
 }
@@ -114,7 +120,8 @@ async fn knowledge_bases_are_checked_inside_the_creating_write_and_refusal_leave
         async move {
             store
                 .write(move |ctx| {
-                    ctx.tenant(t).put(&tenants::OUTLETS, row.id.as_bytes(), &row)?;
+                    ctx.tenant(t)
+                        .put(&tenants::OUTLETS, row.id.as_bytes(), &row)?;
                     check_quota(ctx, t, Resource::KnowledgeBases)
                 })
                 .await
@@ -285,7 +292,10 @@ async fn the_period_boundary_resets_usage_at_local_midnight_across_the_new_york_
     let after = at("2024-03-15T04:30:00Z");
     assert!(reply_allowed(&f.store, t, after).unwrap());
     assert_eq!(meter(&f.store, t, after).await, Metered::Included);
-    assert_eq!(usage_of(&f.store, t, 0).unwrap().unwrap().assistant_replies, 2);
+    assert_eq!(
+        usage_of(&f.store, t, 0).unwrap().unwrap().assistant_replies,
+        2
+    );
     let second = usage_of(&f.store, t, 1).unwrap().unwrap();
     assert_eq!(second.assistant_replies, 1);
     assert_eq!(second.start_ms, at("2024-03-15T04:00:00Z").as_millisecond());
@@ -352,11 +362,18 @@ async fn overage_is_metered_separately_when_the_plan_allows_it() {
     let period = account.calendar.period_at(now).unwrap();
     let usage = usage_of(&f.store, t, period.number).unwrap().unwrap();
     assert_eq!(
-        (usage.assistant_replies, usage.overage_replies, usage.overage_charge_minor),
+        (
+            usage.assistant_replies,
+            usage.overage_replies,
+            usage.overage_charge_minor
+        ),
         (2, 2, 10)
     );
     let st = report::statement_of(&f.store, t, "current", now).unwrap();
-    assert_eq!(st.lines.last().unwrap().amount, Money::new(10, Currency::USD));
+    assert_eq!(
+        st.lines.last().unwrap().amount,
+        Money::new(10, Currency::USD)
+    );
 }
 
 #[tokio::test]
@@ -478,7 +495,12 @@ async fn an_edited_seed_is_stored_and_its_limits_apply_to_current_subscribers() 
     let listed = plans::list_plans(&f.store).unwrap();
     assert_eq!(listed.len(), 3);
     assert_eq!(
-        listed.iter().find(|p| p.id == "starter").unwrap().price.minor,
+        listed
+            .iter()
+            .find(|p| p.id == "starter")
+            .unwrap()
+            .price
+            .minor,
         10_900
     );
     tenants::create_outlet(&f.store, t, "a").await.unwrap();
@@ -547,20 +569,16 @@ async fn deleting_a_tenant_removes_its_billing_rows() {
     let t = tenant(&f.store, "acme", "UTC").await;
     limit_messages(&f.store, t, 1).await;
     meter(&f.store, t, Timestamp::now()).await;
-    check(&f.store, t, Resource::StorageBytes(10)).await.unwrap();
-    let (rows, _) = f
-        .store
-        .read(|r| r.operator().tenant_footprint(&t))
+    check(&f.store, t, Resource::StorageBytes(10))
+        .await
         .unwrap();
+    let (rows, _) = f.store.read(|r| r.operator().tenant_footprint(&t)).unwrap();
     assert!(rows >= 4, "{rows}");
     f.store
         .write(move |ctx| ctx.operator().delete_tenant_rows(&t))
         .await
         .unwrap();
-    let (rows, _) = f
-        .store
-        .read(|r| r.operator().tenant_footprint(&t))
-        .unwrap();
+    let (rows, _) = f.store.read(|r| r.operator().tenant_footprint(&t)).unwrap();
     assert_eq!(rows, 0);
 }
 
@@ -571,7 +589,10 @@ async fn a_tenant_without_a_subscription_row_is_on_starter_since_its_creation_da
     let account = load_account(&f.store, t).unwrap();
     assert!(!account.stored);
     assert_eq!(account.plan.id, "starter");
-    let created = tenants::get_tenant(&f.store, t).unwrap().unwrap().created_at_ms;
+    let created = tenants::get_tenant(&f.store, t)
+        .unwrap()
+        .unwrap()
+        .created_at_ms;
     let today = Timestamp::from_millisecond(created)
         .unwrap()
         .in_tz("Asia/Jakarta")
