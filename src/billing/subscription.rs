@@ -156,20 +156,14 @@ pub fn account_in_write(
         Some(_) => None,
         None => ctx.operator().get(&TENANTS, tenant.as_bytes())?,
     };
-    let mut plan_cache: Vec<Plan> = Vec::new();
-    // Look the (at most two) plans up before `build` borrows nothing of ctx.
-    if let Some(r) = &row {
-        if let Some(span) = r.current() {
-            if let Some(p) = plans::plan_in_write(ctx, &span.plan)? {
-                plan_cache.push(p);
-            }
-        }
-    }
-    if let Some(p) = plans::plan_in_write(ctx, plans::DEFAULT_PLAN)? {
-        plan_cache.push(p);
-    }
+    // The one plan `build` will ask for: the current one, or the default for a new account.
+    let wanted = row
+        .as_ref()
+        .and_then(|r| r.current())
+        .map_or(plans::DEFAULT_PLAN.to_string(), |s| s.plan.clone());
+    let plan = plans::plan_in_write(ctx, &wanted)?;
     build(tenant, row, tenant_row, |id| {
-        Ok(plan_cache.iter().find(|p| p.id == id).cloned())
+        Ok(plan.as_ref().filter(|p| p.id == id).cloned())
     })
 }
 
