@@ -414,7 +414,8 @@ async fn the_operator_manages_plans_and_reads_usage_periods_and_statements() {
     assert!(lines[1].starts_with("acme,") && lines[1].contains(",plan,starter,"));
     assert!(lines[2].contains(",plan,flex,"));
     assert!(lines[3].contains(",total,"));
-    assert!(lines[1..].iter().all(|l| l.ends_with(",USD")));
+    assert!(lines[1..4].iter().all(|l| l.ends_with(",USD")));
+    assert!(lines[4..].iter().all(|l| l.contains(",usage,")));
 
     let (status, _) = app
         .api(

@@ -187,6 +187,12 @@ pub fn to_csv(tenant_slug: &str, s: &Statement) -> String {
                qty: &str,
                unit: &str,
                amount: &str| {
+        // Usage rows carry no amount, hence no currency.
+        let currency = if amount.is_empty() {
+            ""
+        } else {
+            currency.as_str()
+        };
         csv_row(
             out,
             &[
@@ -201,7 +207,7 @@ pub fn to_csv(tenant_slug: &str, s: &Statement) -> String {
                 qty,
                 unit,
                 amount,
-                &currency,
+                currency,
             ],
         );
     };
@@ -414,7 +420,7 @@ mod tests {
         assert!(lines[2].contains(",overage,growth,"));
         assert!(lines[2].ends_with(",37,0.05,1.85,USD"), "{}", lines[2]);
         assert!(lines[3].contains(",total,") && lines[3].ends_with(",300.85,USD"));
-        assert!(csv.contains("assistant replies within the quota,,,2000,,,USD"));
+        assert!(csv.contains(",usage,,assistant replies within the quota,,,2000,,,\r\n"));
     }
 
     #[test]

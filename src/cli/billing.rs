@@ -167,10 +167,10 @@ pub async fn plan(config: Config, cmd: PlanCommand) -> anyhow::Result<()> {
                         p["name"].as_str().unwrap_or(""),
                         p["price"]["amount"].as_str().unwrap_or(""),
                         p["price"]["currency"].as_str().unwrap_or(""),
-                        l["assistant_messages"],
-                        l["outlets"],
-                        l["knowledge_bases"],
-                        l["storage_bytes"],
+                        lim(&l["assistant_messages"]),
+                        lim(&l["outlets"]),
+                        lim(&l["knowledge_bases"]),
+                        lim(&l["storage_bytes"]),
                         p["overage"]["amount"].as_str().unwrap_or("-"),
                         p["archived"]
                     );
@@ -258,12 +258,16 @@ pub async fn plan(config: Config, cmd: PlanCommand) -> anyhow::Result<()> {
     .await
 }
 
-fn use_line(name: &str, u: &Value) -> String {
-    let limit = match &u["limit"] {
+/// A limit as people write it: 10, unlimited.
+fn lim(v: &Value) -> String {
+    match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
-    format!("{name}\t{} of {limit}", u["used"])
+    }
+}
+
+fn use_line(name: &str, u: &Value) -> String {
+    format!("{name}\t{} of {}", u["used"], lim(&u["limit"]))
 }
 
 fn print_account(v: &Value) {
@@ -311,13 +315,7 @@ pub async fn billing(config: Config, cmd: BillingCommand) -> anyhow::Result<()> 
                 let rows = api.get("/api/v1/billing/tenants").await?;
                 println!("tenant\tstatus\tplan\tperiod\tmessages\toverage\toutlets\tknowledge_bases\tstorage_bytes\tcharge");
                 for r in rows.as_array().into_iter().flatten() {
-                    let of = |u: &Value| {
-                        let limit = match &u["limit"] {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        format!("{}/{limit}", u["used"])
-                    };
+                    let of = |u: &Value| format!("{}/{}", u["used"], lim(&u["limit"]));
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{} {}",
                         r["slug"].as_str().unwrap_or(""),
