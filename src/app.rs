@@ -26,6 +26,8 @@ use crate::whatsapp::sender::SenderHandle;
 
 pub const DATABASE_FILE: &str = "wacrm.redb";
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// Longest wait at shutdown for the last users of the store to let go.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -58,12 +60,23 @@ impl Running {
     }
 
     /// Waits for the server to stop (after the shutdown future fired), then stops the workers:
-    /// in-flight work finishes, queued work stays in redb for the next start.
+    /// in-flight work finishes, queued work stays in redb for the next start. Returns once the
+    /// database is closed, so the process may exit (or the data directory be opened again).
     pub async fn wait(self) {
+        let closed = self.state.store.closed();
         let _ = self.server.await;
         let _ = self.stop_workers.send(true);
         for worker in self.workers {
             let _ = worker.await;
+        }
+        drop(self.state);
+        // Detached best-effort work (a read receipt in flight) may hold the store a little longer;
+        // it is bounded by the Graph timeout, and so is this wait.
+        if tokio::time::timeout(STORE_CLOSE_WAIT, closed.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database was still in use when stopping; it may need a repair on the next start");
         }
         tracing::info!("stopped");
     }
@@ -159,12 +172,14 @@ pub async fn launch(
         connect_timeout: Duration::from_millis(config.graph.timeout_ms.min(5_000)),
     })
     .map_err(|e| LaunchError::Setup(format!("graph: {e}")))?;
+    let (stop_workers, stop_rx) = watch::channel(false);
     let sender = SenderHandle::new(
         store.clone(),
         key.clone(),
         graph,
         config.graph.clone(),
         live.clone(),
+        stop_rx.clone(),
     );
     let (turns, turn_rx) = TurnScheduler::channel();
     let assistant = Assistant {
@@ -178,7 +193,6 @@ pub async fn launch(
         metering: config.pipeline.metering,
     };
 
-    let (stop_workers, stop_rx) = watch::channel(false);
     let concurrency = config.pipeline.concurrency;
     let mut workers = Vec::new();
     let handlers: Vec<Arc<dyn crate::events::Handler>> = vec![

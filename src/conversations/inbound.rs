@@ -262,6 +262,8 @@ fn file_into_conversation(
         author: Author::Customer,
         body: MessageBody::Inbound {
             content: inbound.content.clone(),
+            context: inbound.context.clone(),
+            referral: inbound.referral.clone().map(Box::new),
         },
         status: MessageStatus::Received,
         wamid: Some(inbound.wamid.clone()),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use redb::{Database, Durability, TableHandle};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::Envelope;
 pub use ids::*;
@@ -178,6 +178,20 @@ pub struct Store {
     jobs: mpsc::Sender<Box<dyn Job>>,
     path: PathBuf,
     stats: Arc<std::sync::Mutex<CommitStats>>,
+    closed: StoreClosed,
+}
+
+/// Resolves once every handle of a store is gone and its database file is closed: redb's clean
+/// close syncs the file, and a process that exits before it finishes leaves a file that needs a
+/// repair on the next open (and an in-process reopen finds it still locked).
+#[derive(Clone)]
+pub struct StoreClosed(watch::Receiver<bool>);
+
+impl StoreClosed {
+    pub async fn wait(mut self) {
+        // An error means the writer thread is gone without saying so (it panicked): also closed.
+        let _ = self.0.wait_for(|closed| *closed).await;
+    }
 }
 
 const META_NEXT_SEQ: &[u8] = b"next_event_seq";
@@ -220,20 +234,33 @@ impl Store {
         let stats = Arc::new(std::sync::Mutex::new(CommitStats::default()));
         let writer_db = db.clone();
         let writer_stats = stats.clone();
+        let (closed_tx, closed_rx) = watch::channel(false);
         std::thread::Builder::new()
             .name("wacrm-writer".into())
-            .spawn(move || writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats))
+            .spawn(move || {
+                writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats);
+                // The loop ends when the last `Store` is dropped, and it owned the last database
+                // handle, which it dropped (closing the file) on return.
+                let _ = closed_tx.send(true);
+            })
             .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             db,
             jobs: tx,
             path: path.to_path_buf(),
             stats,
+            closed: StoreClosed(closed_rx),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A signal that outlives this handle: it resolves after the last handle is dropped and the
+    /// database is closed.
+    pub fn closed(&self) -> StoreClosed {
+        self.closed.clone()
     }
 
     pub fn stats(&self) -> CommitStats {

@@ -89,7 +89,8 @@ impl From<TenantError> for ApiError {
     }
 }
 
-/// JSON body rejections (wrong type, missing field, not JSON) as 400 with serde's explanation.
+/// JSON body rejections keep axum's status (400 syntax, 415 no JSON content type, 422 wrong
+/// shape) with serde's explanation and the stable code `invalid_input`.
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
         ApiError::new(r.status(), "invalid_input", r.body_text())
