@@ -154,6 +154,8 @@ fn assistant(store: &Store, key: MasterKey, metering: bool) -> anyhow::Result<As
         graph,
         GraphSettings::default(),
         live.clone(),
+        // Never sends: the bench measures commits only.
+        tokio::sync::watch::channel(false).1,
     );
     Ok(Assistant {
         store: store.clone(),
