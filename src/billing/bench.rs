@@ -79,13 +79,20 @@ pub struct QuotaBenchReport {
 }
 
 impl QuotaBenchReport {
-    /// What metering adds to a turn at p99: the commit's difference plus the pre-check.
+    /// What metering adds to a turn at p99, measured directly: the pre-check plus `meter_reply`
+    /// inside the commit's transaction (it runs in the commit's critical section, before the
+    /// fsync, and adds exactly its own time to it). The end-to-end commit comparison is printed
+    /// beside it; at p99 it is dominated by fsync jitter, not by metering.
     pub fn added_p99(&self) -> Duration {
-        self.commit_on.p99.saturating_sub(self.commit_off.p99) + self.precheck.p99
+        self.precheck.p99 + self.meter_in_txn.p99
     }
 
     pub fn render(&self) -> String {
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+        let signed = |on: Duration, off: Duration| {
+            let d = on.as_secs_f64() - off.as_secs_f64();
+            format!("{:+.3} ms", d * 1e3)
+        };
         let row = |name: &str, p: &Percentiles| {
             format!(
                 "  {name:<44} n={:<6} p50 {:>10}  p99 {:>10}  max {:>10}\n",
@@ -96,8 +103,13 @@ impl QuotaBenchReport {
             )
         };
         let mut out = format!(
-            "wacrm bench quota: turn commits alternating metering on/off, concurrency {}\n",
-            self.concurrency
+            "wacrm bench quota: turn commits alternating metering on/off, concurrency {}{}\n",
+            self.concurrency,
+            if cfg!(debug_assertions) {
+                " (debug build: build with --release for real figures)"
+            } else {
+                ""
+            }
         );
         out += &row("turn commit, metering off (baseline)", &self.commit_off);
         out += &row("turn commit, metering on", &self.commit_on);
@@ -106,16 +118,18 @@ impl QuotaBenchReport {
             "meter_reply inside the commit's transaction",
             &self.meter_in_txn,
         );
-        let added = self.added_p99();
         out += &format!(
-            "  added to a turn at p99 (commit on - off, + pre-check): {}  target < {}: {}\n",
+            "  turn commit on - off: p50 {}, p99 {} (end to end, fsync included)\n",
+            signed(self.commit_on.p50, self.commit_off.p50),
+            signed(self.commit_on.p99, self.commit_off.p99)
+        );
+        let added = self.added_p99();
+        out +=
+            &format!(
+            "  added to a turn at p99 (pre-check + metering in the commit): {}  target < {}: {}\n",
             ms(added),
             ms(TARGET_ADDED_P99),
-            if added < TARGET_ADDED_P99 {
-                "met"
-            } else {
-                "NOT met"
-            }
+            if added < TARGET_ADDED_P99 { "met" } else { "NOT met" }
         );
         out
     }
