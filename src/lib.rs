@@ -8,6 +8,7 @@
 pub mod app;
 pub mod assistant;
 pub mod bench;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod conversations;

@@ -12,6 +12,11 @@ pub const MESSAGES: u8 = 7;
 pub const MESSAGE_BY_WAMID: u8 = 8;
 pub const INBOUND_RECEIVED: u8 = 9;
 pub const PENDING_TURNS: u8 = 10;
+// billing: 35-39 (30-34 belong to people/auth)
+pub const BILLING_SUBSCRIPTION: u8 = 35;
+pub const BILLING_PERIOD_USAGE: u8 = 36;
+pub const BILLING_QUOTA_WARNINGS: u8 = 37;
+pub const BILLING_HOLDINGS: u8 = 38;
 
 pub const ALL_TENANT_TAGS: &[u8] = &[
     TENANT_SETTINGS,
@@ -24,6 +29,10 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     MESSAGE_BY_WAMID,
     INBOUND_RECEIVED,
     PENDING_TURNS,
+    BILLING_SUBSCRIPTION,
+    BILLING_PERIOD_USAGE,
+    BILLING_QUOTA_WARNINGS,
+    BILLING_HOLDINGS,
 ];
 
 // Global collections (operator path; keys: tag | suffix).
@@ -35,6 +44,8 @@ pub const EVENT_QUEUE: u8 = 4;
 pub const TURN_SCHEDULE: u8 = 5;
 pub const VERIFY_TOKENS: u8 = 6;
 pub const DEAD_LETTERS: u8 = 7;
+// billing: 35-39
+pub const BILLING_PLANS: u8 = 35;
 
 pub const ALL_GLOBAL_TAGS: &[u8] = &[
     GLOBAL_META_TAG,
@@ -45,6 +56,7 @@ pub const ALL_GLOBAL_TAGS: &[u8] = &[
     TURN_SCHEDULE,
     VERIFY_TOKENS,
     DEAD_LETTERS,
+    BILLING_PLANS,
 ];
 
 #[cfg(test)]
