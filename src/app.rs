@@ -190,6 +190,7 @@ pub async fn launch(
         live: live.clone(),
         history_messages: config.pipeline.history_messages,
         max_tool_rounds: config.pipeline.max_tool_rounds,
+        metering: config.pipeline.metering,
     };
 
     let concurrency = config.pipeline.concurrency;

@@ -122,6 +122,9 @@ pub struct PipelineSettings {
     pub max_tool_rounds: u32,
     /// Concurrent event handlers per consumer.
     pub concurrency: usize,
+    /// Meter assistant replies against the tenants' plans. Off only for benchmarks measuring
+    /// what metering costs: with it off, quotas are not enforced.
+    pub metering: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +171,7 @@ impl Default for PipelineSettings {
             history_messages: 12,
             max_tool_rounds: 3,
             concurrency: 64,
+            metering: true,
         }
     }
 }

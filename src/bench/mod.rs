@@ -17,6 +17,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// What the quota check adds to an assistant turn: the turn's commit with metering on and
+    /// off (alternating, same run), the pre-check, and the metering step alone.
+    Quota {
+        /// Turn commits to measure (half with metering, half without).
+        #[arg(long, default_value_t = 4_000)]
+        turns: usize,
+        /// Turns committing at once (sharing group commits).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Directory for the throwaway data directory (default: the system temp dir). Put it on
+        /// the disk the real data directory lives on.
+        #[arg(long)]
+        work_dir: Option<std::path::PathBuf>,
+    },
     /// Live dashboards: sockets of one tenant (and of others) receiving customer messages;
     /// fan-out latency p50/p99 from the commit to the socket, server memory per socket.
     Live {
@@ -40,6 +54,21 @@ pub enum BenchCommand {
 
 pub async fn run(_config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Ingest { .. } => anyhow::bail!("not yet"),
+        BenchCommand::Quota {
+            turns,
+            concurrency,
+            work_dir,
+        } => {
+            let report = crate::billing::bench::run(crate::billing::bench::QuotaBenchOptions {
+                turns,
+                concurrency,
+                work_dir,
+            })
+            .await?;
+            print!("{}", report.render());
+            Ok(())
+        }
         BenchCommand::Live {
             clients,
             other_tenants,
@@ -56,6 +85,5 @@ pub async fn run(_config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
             })
             .await
         }
-        BenchCommand::Ingest { .. } => anyhow::bail!("not yet"),
     }
 }

@@ -67,6 +67,36 @@ impl ApiClient {
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
+
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    /// A non-JSON resource (a CSV statement).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
+            let code = value["error"]["code"].as_str().unwrap_or("error");
+            bail!("{message} ({code}, HTTP {})", status.as_u16());
+        }
+        Ok(text)
+    }
 }
 
 pub fn write_server_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
@@ -124,11 +154,11 @@ impl Session {
     }
 }
 
-fn print_json(v: &Value) {
+pub(super) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-async fn with_session<F, Fut>(config: Config, f: F) -> anyhow::Result<()>
+pub(super) async fn with_session<F, Fut>(config: Config, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(ApiClient) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,

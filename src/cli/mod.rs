@@ -3,6 +3,7 @@
 //! server runs on that directory, start one in-process for the duration of the command. Either
 //! way there is one code path for every change: the API.
 
+mod billing;
 mod client;
 mod simulate;
 
@@ -48,6 +49,12 @@ pub enum Command {
     /// Manage a tenant's WhatsApp channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Plans and their prices and limits (operator).
+    #[command(subcommand)]
+    Plan(billing::PlanCommand),
+    /// A tenant's plan, usage against its limits, periods and statements; the overview.
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
     /// Play a customer on a sandbox channel from this terminal.
     Simulate(simulate::SimulateArgs),
     /// Benchmarks (printed as ratios against a baseline measured in the same run).
@@ -166,6 +173,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => client::tenant(config, cmd).await,
         Command::Outlet(cmd) => client::outlet(config, cmd).await,
         Command::Channel(cmd) => client::channel(config, cmd).await,
+        Command::Plan(cmd) => billing::plan(config, cmd).await,
+        Command::Billing(cmd) => billing::billing(config, cmd).await,
         Command::Simulate(args) => simulate::run(config, args).await,
         Command::Bench(cmd) => crate::bench::run(config, cmd).await,
     }

@@ -57,10 +57,16 @@ impl ConversationState {
 pub enum HandoffReason {
     CustomerAsked,
     NoGroundedAnswer,
-    ToolCall { detail: String },
-    ProviderFailure { detail: String },
+    ToolCall {
+        detail: String,
+    },
+    ProviderFailure {
+        detail: String,
+    },
     ToolLoop,
     NonTextMessage,
+    /// The plan's assistant replies for the period are used up (and it allows no overage).
+    QuotaExhausted,
 }
 
 impl HandoffReason {
@@ -75,6 +81,9 @@ impl HandoffReason {
             HandoffReason::ToolLoop => "assistant kept calling tools without answering".into(),
             HandoffReason::NonTextMessage => {
                 "customer sent something the assistant cannot read".into()
+            }
+            HandoffReason::QuotaExhausted => {
+                "quota exhausted: the plan's assistant replies for this period are used up".into()
             }
         }
     }

@@ -12,6 +12,11 @@ pub const MESSAGES: u8 = 7;
 pub const MESSAGE_BY_WAMID: u8 = 8;
 pub const INBOUND_RECEIVED: u8 = 9;
 pub const PENDING_TURNS: u8 = 10;
+// billing: 35-39 (30-34 belong to people/auth)
+pub const BILLING_SUBSCRIPTION: u8 = 35;
+pub const BILLING_PERIOD_USAGE: u8 = 36;
+pub const BILLING_QUOTA_WARNINGS: u8 = 37;
+pub const BILLING_HOLDINGS: u8 = 38;
 // Dashboard (60-69): the live feed, agents' additions to conversations, canned responses.
 pub const LIVE_FEED: u8 = 60;
 pub const CONVERSATION_EXTRAS: u8 = 61;
@@ -28,6 +33,10 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     MESSAGE_BY_WAMID,
     INBOUND_RECEIVED,
     PENDING_TURNS,
+    BILLING_SUBSCRIPTION,
+    BILLING_PERIOD_USAGE,
+    BILLING_QUOTA_WARNINGS,
+    BILLING_HOLDINGS,
     LIVE_FEED,
     CONVERSATION_EXTRAS,
     CANNED_RESPONSES,
@@ -42,6 +51,8 @@ pub const EVENT_QUEUE: u8 = 4;
 pub const TURN_SCHEDULE: u8 = 5;
 pub const VERIFY_TOKENS: u8 = 6;
 pub const DEAD_LETTERS: u8 = 7;
+// billing: 35-39
+pub const BILLING_PLANS: u8 = 35;
 
 pub const ALL_GLOBAL_TAGS: &[u8] = &[
     GLOBAL_META_TAG,
@@ -52,6 +63,7 @@ pub const ALL_GLOBAL_TAGS: &[u8] = &[
     TURN_SCHEDULE,
     VERIFY_TOKENS,
     DEAD_LETTERS,
+    BILLING_PLANS,
 ];
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ fn status_for_code(code: &str) -> Option<StatusCode> {
         "not_found" => StatusCode::NOT_FOUND,
         "conflict" | "window_closed" => StatusCode::CONFLICT,
         "invalid_input" => StatusCode::BAD_REQUEST,
+        crate::billing::QUOTA_EXCEEDED => StatusCode::FORBIDDEN,
         _ => return None,
     })
 }

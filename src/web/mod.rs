@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::whatsapp::routes::router())
         .merge(crate::tenants::routes::router())
         .merge(crate::conversations::routes::router())
+        .merge(crate::billing::routes::router())
         .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)

@@ -255,6 +255,12 @@ impl TestApp {
         v
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.api(reqwest::Method::PUT, path, Some(body)).await;
+        assert!(status < 300, "PUT {path}: {status} {v}");
+        v
+    }
+
     pub async fn create_tenant(&self, slug: &str) -> TenantId {
         let v = self
             .post(
