@@ -238,6 +238,12 @@ async fn sockets_carry_nothing_of_other_tenants_or_other_outlets() {
     let app = TestApp::start(Options::quiet()).await;
     let acme = app.create_tenant("acme").await;
     let other = app.tenant_with_channel("other", OTHER_PHONE).await;
+    // Two outlets need more than the starter plan.
+    app.put(
+        "/api/v1/tenants/acme/billing/plan",
+        json!({"plan": "growth"}),
+    )
+    .await;
     let north = app
         .post("/api/v1/tenants/acme/outlets", json!({"name": "North"}))
         .await["id"]
@@ -899,14 +905,33 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
     )
     .await;
 
-    for (path, name) in [
-        ("/dash/admin/knowledge", "11-knowledge-placeholder"),
-        ("/dash/admin/plan", "12-plan-placeholder"),
-    ] {
-        b.goto(&format!("{}{path}", app.url)).await;
-        b.wait_text("#placeholder", "Coming with").await;
-        b.screenshot(name).await;
-    }
+    b.goto(&format!("{}/dash/admin/knowledge", app.url)).await;
+    b.wait_text("#placeholder", "Coming with").await;
+    b.screenshot("11-knowledge-placeholder").await;
+
+    // Plan and usage: the assistant's replies so far (the simulator's one) count against the
+    // plan's quota.
+    b.goto(&format!("{}/dash/admin/plan", app.url)).await;
+    b.wait_text("#plan", "Assistant replies this period").await;
+    let replies = b
+        .js(
+            "return document.querySelector('.quota .quota-label').innerText;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        replies.as_str().unwrap_or_default().contains("1 of"),
+        "{replies}"
+    );
+    assert_eq!(b.count("#plan [role=progressbar]").await, 4);
+    b.screenshot("12-plan-and-usage").await;
+    b.goto(&format!("{}/dash/operator", app.url)).await;
+    b.wait_text("#operator", "acme").await;
+    assert!(
+        b.page_text().await.contains("other"),
+        "the operator sees every tenant"
+    );
+    b.screenshot("13-operator").await;
     b.delete_cookies().await;
     b.goto(&format!("{}/dash/signin", app.url)).await;
     b.screenshot("00-signin").await;

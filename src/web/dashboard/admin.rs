@@ -25,9 +25,9 @@ pub fn router() -> Router<AppState> {
         .route("/dash/admin/simulator", get(simulator).post(simulator_send))
         .route("/dash/admin/knowledge", get(knowledge))
         .route("/dash/admin/users", get(users))
-        .route("/dash/admin/plan", get(plan))
+        .route("/dash/admin/plan", get(super::plan::plan))
         .route("/dash/admin/audit", get(audit))
-        .route("/dash/operator", get(operator))
+        .route("/dash/operator", get(super::plan::operator))
 }
 
 pub struct OutletRow {
@@ -351,17 +351,6 @@ async fn users(State(state): State<AppState>, viewer: Viewer) -> Result<Response
     )
 }
 
-async fn plan(State(state): State<AppState>, viewer: Viewer) -> Result<Response, DashError> {
-    placeholder(
-        &state,
-        &viewer,
-        "plan",
-        "Plan and usage",
-        "Your plan, this period's usage against its quotas, and warnings before a quota runs out.",
-        "plans, usage metering and quotas",
-    )
-}
-
 async fn audit(State(state): State<AppState>, viewer: Viewer) -> Result<Response, DashError> {
     placeholder(
         &state,
@@ -370,16 +359,5 @@ async fn audit(State(state): State<AppState>, viewer: Viewer) -> Result<Response
         "Audit log",
         "Who did what and when: sign-ins, changes to people, channels and knowledge, conversation actions.",
         "user accounts and the audit log",
-    )
-}
-
-async fn operator(State(state): State<AppState>, viewer: Viewer) -> Result<Response, DashError> {
-    placeholder(
-        &state,
-        &viewer,
-        "operator",
-        "Tenants and plans",
-        "The operator's view of every tenant of the group: status, plan, usage; create and suspend tenants.",
-        "operator accounts and plans",
     )
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod error;
 pub mod live;
 pub mod pages;
+pub mod plan;
 pub mod search;
 pub mod session;
 pub mod views;

@@ -65,6 +65,9 @@ pub struct Viewer {
     /// Outlets this person works for; empty means all of the tenant's.
     pub outlets: Vec<OutletId>,
     pub name: String,
+    /// The group's operator (all tenants, plans). The temporary sign-in takes the operator
+    /// token, so every session it makes is the operator's.
+    pub operator: bool,
     pub csrf: String,
     /// Identifies this session (for presence), never the cookie's secret.
     pub session_id: u64,
@@ -89,6 +92,13 @@ impl Viewer {
             Err(DashError::Forbidden(
                 "viewers can read conversations but not act on them".into(),
             ))
+        }
+    }
+    pub fn require_operator(&self) -> Result<(), DashError> {
+        if self.operator {
+            Ok(())
+        } else {
+            Err(DashError::Forbidden("this page is for the operator".into()))
         }
     }
     pub fn require_admin(&self) -> Result<(), DashError> {
@@ -253,6 +263,7 @@ mod tests {
             role,
             outlets,
             name: "Ana".into(),
+            operator: false,
             csrf: String::new(),
             session_id: 0,
         }
