@@ -43,11 +43,13 @@ fn bar(label: &'static str, u: &LimitUse, show: impl Fn(u64) -> String) -> Quota
             level: "ok",
         },
         Some(max) => {
-            let percent = if max == 0 {
-                100
-            } else {
-                (u.used.saturating_mul(100) / max).min(100)
-            };
+            // A zero quota is full from the start.
+            let percent = u
+                .used
+                .saturating_mul(100)
+                .checked_div(max)
+                .unwrap_or(100)
+                .min(100);
             QuotaBar {
                 label,
                 used: show(u.used),
