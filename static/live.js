@@ -108,7 +108,25 @@
       if (ev.author === "assistant" || ev.author === "agent") showWorking(false);
       if (!simulator && stateChanged(ev)) refreshPanel();
     }
-    if (!simulator && ev.kind !== "status") refreshList();
+    if (simulator || ev.kind === "status") return;
+    // A new message in a conversation already listed only changes its row; anything else may
+    // change which conversations the list holds, which the server decides.
+    if (ev.kind === "message" && ev.html && updateRow(ev)) return;
+    refreshList();
+  }
+
+  function updateRow(ev) {
+    var row = document.getElementById("conv-" + ev.c);
+    if (!row) return false;
+    var tpl = document.createElement("template");
+    tpl.innerHTML = ev.html.trim();
+    var text = tpl.content.querySelector(".text"), preview = row.querySelector(".preview");
+    if (text && preview) preview.textContent = text.textContent.slice(0, 90);
+    var when = tpl.content.querySelector("time"), rowWhen = row.querySelector("time");
+    if (when && rowWhen) rowWhen.textContent = when.textContent;
+    var list = row.parentNode;
+    if (list && list.firstElementChild !== row) list.insertBefore(row, list.firstElementChild);
+    return true;
   }
 
   // The panel (state, assignment, labels, actions) only changes with the conversation.
@@ -121,18 +139,21 @@
   var reloadTimer = null;
   function reloadSoon() { if (!reloadTimer) reloadTimer = setTimeout(function () { location.reload(); }, 300); }
 
-  var listTimer = null;
+  // At most one list fetch a second under a stream of changes; the first one quickly.
+  var listTimer = null, lastListFetch = 0;
   function refreshList() {
     var box = document.getElementById("list-box");
     if (!box || listTimer) return;
+    var wait = Math.max(60, 1000 - (Date.now() - lastListFetch));
     listTimer = setTimeout(function () {
       listTimer = null;
+      lastListFetch = Date.now();
       var q = body.getAttribute("data-list-query") || "";
       fetch("/dash/inbox/list?" + q + (conversation ? "&current=" + conversation : ""), { credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) { if (html !== null) box.innerHTML = html; })
         .catch(function () {});
-    }, 60);
+    }, wait);
   }
 
   var panelTimer = null;
