@@ -117,7 +117,8 @@
 
   function updateRow(ev) {
     var row = document.getElementById("conv-" + ev.c);
-    if (!row) return false;
+    // A message that came with a change of state (a handoff) may move the row between lists.
+    if (!row || (ev.state && !row.classList.contains("state-" + ev.state))) return false;
     var tpl = document.createElement("template");
     tpl.innerHTML = ev.html.trim();
     var text = tpl.content.querySelector(".text"), preview = row.querySelector(".preview");
