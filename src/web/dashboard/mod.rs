@@ -83,6 +83,25 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .route("/static/app.css", get(css))
         .route("/static/live.js", get(js))
+        .layer(axum::middleware::map_response(page_headers))
+}
+
+/// Dashboard pages are never framed (clickjacking), never sniffed, and name no URL to others.
+async fn page_headers(mut res: axum::response::Response) -> axum::response::Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("same-origin"),
+    );
+    res
 }
 
 const APP_CSS: &str = include_str!("../../../static/app.css");
