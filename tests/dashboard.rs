@@ -437,6 +437,11 @@ async fn forms_need_a_session_its_csrf_token_and_a_role_that_may_act() {
         .send()
         .await
         .unwrap();
+    assert_eq!(
+        form.headers()["x-frame-options"],
+        "DENY",
+        "pages are never framed"
+    );
     let cookie = cookie_from(&form, "wacrm_signin").unwrap();
     let csrf = csrf_in(&form.text().await.unwrap());
     let resp = http
