@@ -306,11 +306,7 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        let published = commit_batch(&db, batch, &mut next_seq);
-        if let Ok(mut s) = stats.lock() {
-            s.commits += 1;
-            s.jobs += size as u64;
-        }
+        let published = commit_batch(&db, batch, &mut next_seq, &stats);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -325,7 +321,19 @@ fn writer_loop(
 
 /// Runs a batch of jobs in one transaction. A job whose own logic fails is answered with its error
 /// and the batch is retried without it, so one bad write never takes others down with it.
-fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) -> Vec<Envelope> {
+fn commit_batch(
+    db: &Database,
+    mut jobs: Vec<Box<dyn Job>>,
+    next_seq: &mut u64,
+    stats: &std::sync::Mutex<CommitStats>,
+) -> Vec<Envelope> {
+    // Counted before any caller hears back, so a caller that read the stats after its write
+    // returned sees its own commit in them.
+    let size = jobs.len() as u64;
+    if let Ok(mut s) = stats.lock() {
+        s.commits += 1;
+        s.jobs += size;
+    }
     loop {
         if jobs.is_empty() {
             return Vec::new();
