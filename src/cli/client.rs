@@ -67,6 +67,14 @@ impl ApiClient {
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
+
+    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
 }
 
 pub fn write_server_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
@@ -124,11 +132,11 @@ impl Session {
     }
 }
 
-fn print_json(v: &Value) {
+pub(super) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-async fn with_session<F, Fut>(config: Config, f: F) -> anyhow::Result<()>
+pub(super) async fn with_session<F, Fut>(config: Config, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(ApiClient) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -166,6 +174,21 @@ pub async fn tenant(config: Config, cmd: TenantCommand) -> anyhow::Result<()> {
                     )
                     .await?;
                 print_json(&t);
+            }
+            TenantCommand::Suspend { tenant } => print_json(
+                &api.post(&format!("/api/v1/tenants/{tenant}/suspend"), json!({}))
+                    .await?,
+            ),
+            TenantCommand::Resume { tenant } => print_json(
+                &api.post(&format!("/api/v1/tenants/{tenant}/resume"), json!({}))
+                    .await?,
+            ),
+            TenantCommand::Delete { tenant, yes } => {
+                if !yes {
+                    bail!("deleting a tenant removes all of its data for good; add --yes to do it");
+                }
+                let report = api.delete(&format!("/api/v1/tenants/{tenant}")).await?;
+                print_json(&report);
             }
         }
         Ok(())

@@ -289,8 +289,29 @@ pub async fn open_session(
         session: session.session.clone(),
     };
     let method = method.to_string();
+    let now = people.clock.now_ms();
+    let idle_ms = people.settings.session_idle_minutes as i64 * 60_000;
+    let stale_lockout_ms = (people.settings.sign_in.lock_minutes as i64 * 60_000).max(86_400_000);
     store
         .write(move |ctx| {
+            // Housekeeping while we write anyway: sessions that can no longer be used, and failure
+            // counters nobody has added to for a day (and that lock nothing).
+            super::sessions::delete_where(ctx, |s| {
+                now >= s.expires_at_ms || now - s.last_seen_ms > idle_ms
+            })?;
+            let mut op = ctx.operator();
+            let stale: Vec<Vec<u8>> = op
+                .scan(&LOCKOUTS, &[], false, usize::MAX)?
+                .into_iter()
+                .filter(|(_, l)| {
+                    now - l.last_failure_ms > stale_lockout_ms
+                        && l.locked_until_ms.is_none_or(|until| until <= now)
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in stale {
+                op.delete(&LOCKOUTS, &k)?;
+            }
             record.put(ctx)?;
             if let Some(key) = lockout {
                 ctx.operator().delete(&LOCKOUTS, &key)?;
