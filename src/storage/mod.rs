@@ -306,15 +306,12 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        let published = commit_batch(&db, batch, &mut next_seq, &stats);
+        commit_batch(&db, batch, &mut next_seq, &stats, &listener);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
             "group commit"
         );
-        if !published.is_empty() {
-            listener(published);
-        }
     }
     tracing::debug!("writer thread stopped");
 }
@@ -326,7 +323,8 @@ fn commit_batch(
     mut jobs: Vec<Box<dyn Job>>,
     next_seq: &mut u64,
     stats: &std::sync::Mutex<CommitStats>,
-) -> Vec<Envelope> {
+    listener: &CommitListener,
+) {
     // Counted before any caller hears back, so a caller that read the stats after its write
     // returned sees its own commit in them.
     let size = jobs.len() as u64;
@@ -336,16 +334,21 @@ fn commit_batch(
     }
     loop {
         if jobs.is_empty() {
-            return Vec::new();
+            return;
         }
         let attempt = run_jobs(db, &mut jobs, *next_seq);
         match attempt {
             Ok((seq_after, published)) => {
                 *next_seq = seq_after;
+                // The listener hears of the events before their writers hear back: a caller that
+                // published something finds it handed on (in its consumer's channel) on return.
+                if !published.is_empty() {
+                    listener(published);
+                }
                 for job in jobs {
                     job.finish(Ok(()));
                 }
-                return published;
+                return;
             }
             Err(BatchFailure::Job(index, error)) => {
                 let failed = jobs.remove(index);
@@ -357,7 +360,7 @@ fn commit_batch(
                 for job in jobs {
                     job.finish(Err(StoreError::Io(message.clone())));
                 }
-                return Vec::new();
+                return;
             }
         }
     }
