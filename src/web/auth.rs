@@ -361,3 +361,17 @@ impl FromRequestParts<AppState> for TenantCtx {
         }
     }
 }
+
+/// Proof that the caller is the operator, for handlers written before roles existed. New routes
+/// declare `Access::Operator` in their `Api` row instead; this extractor checks it again.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Principal::from_request_parts(parts, state).await? {
+            p if p.is_operator() => Ok(Operator),
+            _ => Err(forbidden("only the operator may do this")),
+        }
+    }
+}
