@@ -165,6 +165,8 @@ pub async fn launch(
                 reason: format!("operator token: {e}"),
             }
         })?;
+    let people = crate::people::PeopleState::new(config.auth.clone())
+        .map_err(|e| LaunchError::Setup(format!("auth: {e}")))?;
     let live = LiveBus::default();
     let graph = GraphClient::new(GraphClientConfig {
         base_url: config.graph.base_url.clone(),
@@ -233,6 +235,8 @@ pub async fn launch(
             live,
             sender,
             operator_token,
+            people: Arc::new(people),
+            tenant_data: Default::default(),
         }),
     };
     let addr = listener

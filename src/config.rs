@@ -53,6 +53,8 @@ pub struct Config {
     pub storage: StorageSettings,
     /// Log format: "text" for terminals, "json" for journald and log shippers.
     pub log_format: LogFormat,
+    /// Sign-in, sessions, single sign-on.
+    pub auth: crate::people::AuthSettings,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -145,6 +147,7 @@ impl Default for Config {
             pipeline: PipelineSettings::default(),
             storage: StorageSettings { max_batch: 512 },
             log_format: LogFormat::Text,
+            auth: crate::people::AuthSettings::default(),
         }
     }
 }
@@ -192,6 +195,8 @@ const NOT_CONFIGURATION: &[&str] = &[
     "channel_access_token",
     "channel_app_secret",
     "channel_verify_token",
+    "operator_password",
+    "user_password",
 ];
 
 impl Config {
@@ -279,6 +284,7 @@ impl Config {
         if self.storage.max_batch == 0 {
             errors.push("storage.max_batch: must be at least 1".into());
         }
+        self.auth.validate(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -97,6 +97,10 @@ impl ApiClient {
         }
         Ok(text)
     }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
 }
 
 pub fn write_server_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
@@ -196,6 +200,21 @@ pub async fn tenant(config: Config, cmd: TenantCommand) -> anyhow::Result<()> {
                     )
                     .await?;
                 print_json(&t);
+            }
+            TenantCommand::Suspend { tenant } => print_json(
+                &api.post(&format!("/api/v1/tenants/{tenant}/suspend"), json!({}))
+                    .await?,
+            ),
+            TenantCommand::Resume { tenant } => print_json(
+                &api.post(&format!("/api/v1/tenants/{tenant}/resume"), json!({}))
+                    .await?,
+            ),
+            TenantCommand::Delete { tenant, yes } => {
+                if !yes {
+                    bail!("deleting a tenant removes all of its data for good; add --yes to do it");
+                }
+                let report = api.delete(&format!("/api/v1/tenants/{tenant}")).await?;
+                print_json(&report);
             }
         }
         Ok(())

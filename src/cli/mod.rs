@@ -5,6 +5,7 @@
 
 mod billing;
 mod client;
+mod people;
 mod simulate;
 
 use std::path::PathBuf;
@@ -55,6 +56,17 @@ pub enum Command {
     /// A tenant's plan, usage against its limits, periods and statements; the overview.
     #[command(subcommand)]
     Billing(billing::BillingCommand),
+    /// Manage operator accounts (the group's administrators).
+    #[command(subcommand)]
+    Operator(people::OperatorCommand),
+    /// Manage a tenant's people.
+    #[command(subcommand)]
+    User(people::UserCommand),
+    /// Manage a tenant's API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(people::ApiKeyCommand),
+    /// Read the audit log (all of it, or one tenant's).
+    Audit(people::AuditArgs),
     /// Play a customer on a sandbox channel from this terminal.
     Simulate(simulate::SimulateArgs),
     /// Benchmarks (printed as ratios against a baseline measured in the same run).
@@ -83,6 +95,17 @@ pub enum TenantCommand {
         /// IANA time zone, e.g. Asia/Jakarta.
         #[arg(long, default_value = "UTC")]
         time_zone: String,
+    },
+    /// Suspend a tenant: webhooks are still stored but not answered, its people cannot sign in.
+    Suspend { tenant: String },
+    /// Resume a suspended tenant.
+    Resume { tenant: String },
+    /// Delete a tenant and all of its data; prints what was removed.
+    Delete {
+        tenant: String,
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -175,6 +198,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Channel(cmd) => client::channel(config, cmd).await,
         Command::Plan(cmd) => billing::plan(config, cmd).await,
         Command::Billing(cmd) => billing::billing(config, cmd).await,
+        Command::Operator(cmd) => people::operator(config, cmd).await,
+        Command::User(cmd) => people::user(config, cmd).await,
+        Command::ApiKey(cmd) => people::api_key(config, cmd).await,
+        Command::Audit(args) => people::audit(config, args).await,
         Command::Simulate(args) => simulate::run(config, args).await,
         Command::Bench(cmd) => crate::bench::run(config, cmd).await,
     }

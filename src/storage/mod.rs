@@ -333,11 +333,7 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        commit_batch(&db, batch, &mut next_seq, &listener);
-        if let Ok(mut s) = stats.lock() {
-            s.commits += 1;
-            s.jobs += size as u64;
-        }
+        commit_batch(&db, batch, &mut next_seq, &stats, &listener);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -349,14 +345,20 @@ fn writer_loop(
 
 /// Runs a batch of jobs in one transaction. A job whose own logic fails is answered with its error
 /// and the batch is retried without it, so one bad write never takes others down with it.
-/// The listener hears of the commit's events before any caller is answered, so a caller that
-/// saw its write succeed can rely on the events being on their way.
 fn commit_batch(
     db: &Database,
     mut jobs: Vec<Box<dyn Job>>,
     next_seq: &mut u64,
+    stats: &std::sync::Mutex<CommitStats>,
     listener: &CommitListener,
 ) {
+    // Counted before any caller hears back, so a caller that read the stats after its write
+    // returned sees its own commit in them.
+    let size = jobs.len() as u64;
+    if let Ok(mut s) = stats.lock() {
+        s.commits += 1;
+        s.jobs += size;
+    }
     loop {
         if jobs.is_empty() {
             return;
@@ -365,6 +367,8 @@ fn commit_batch(
         match attempt {
             Ok((seq_after, published)) => {
                 *next_seq = seq_after;
+                // The listener hears of the events before their writers hear back: a caller that
+                // published something finds it handed on (in its consumer's channel) on return.
                 if !published.is_empty() {
                     listener(published);
                 }

@@ -1,12 +1,12 @@
 //! The axum server: shared state, the API error type, authentication, and the router.
 
+pub mod access;
 pub mod auth;
 pub mod error;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::config::Config;
@@ -16,6 +16,7 @@ use crate::tenants::crypto::MasterKey;
 use crate::whatsapp::ingress::RouteCache;
 use crate::whatsapp::sender::SenderHandle;
 
+pub use access::{Access, Api, RouteSpec};
 pub use error::ApiError;
 
 /// Everything a request handler may need. Cheap to clone.
@@ -32,6 +33,10 @@ pub struct AppInner {
     pub live: LiveBus,
     pub sender: SenderHandle,
     pub operator_token: String,
+    /// Identity: settings, clock, sign-in limiter, OIDC verifier, password hasher.
+    pub people: Arc<crate::people::PeopleState>,
+    /// Services holding tenant data outside redb's tenant rows, told when a tenant is deleted.
+    pub tenant_data: crate::tenants::lifecycle::DataOwners,
 }
 
 impl std::ops::Deref for AppState {
@@ -44,14 +49,22 @@ impl std::ops::Deref for AppState {
 /// Request bodies above this are refused with 413 before they are read in full.
 const API_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Every route of the appliance with its access rule (the table the gate enforces and the
+/// authorization matrix test walks).
+pub fn api(_state: &AppState) -> Api {
+    Api::new()
+        .get("/healthz", Access::Public, healthz)
+        .get("/readyz", Access::Public, readyz)
+        .merge(crate::whatsapp::routes::api())
+        .merge(crate::tenants::routes::api())
+        .merge(crate::conversations::routes::api())
+        .merge(crate::people::routes::api())
+        .merge(crate::billing::routes::api())
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(crate::whatsapp::routes::router())
-        .merge(crate::tenants::routes::router())
-        .merge(crate::conversations::routes::router())
-        .merge(crate::billing::routes::router())
+    let (router, _) = api(&state).into_router(&state);
+    router
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)
 }

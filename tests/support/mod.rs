@@ -3,6 +3,8 @@
 //! fake OpenAI-compatible server.
 #![allow(dead_code)]
 
+pub mod people;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
