@@ -23,7 +23,8 @@ pub use scoped::{
     Collection, GlobalCollection, GlobalWrite, OperatorRead, OperatorWrite, Rows, TenantRead,
     TenantWrite,
 };
-use scoped::{WriteTables, GLOBAL_TABLE, TENANT_TABLE};
+pub use scoped::{GLOBAL_TABLE, TENANT_TABLE};
+use scoped::WriteTables;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -236,6 +237,19 @@ impl Store {
         &self.path
     }
 
+    /// A raw read transaction over the whole file: a consistent snapshot of every table, for
+    /// whole-store operations (backup). Every write acknowledged before this call is in it.
+    pub fn begin_snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Writes waiting for the writer thread, and how many may wait before callers block
+    /// (load shedding and metrics).
+    pub fn writer_backlog(&self) -> (usize, usize) {
+        let max = self.jobs.max_capacity();
+        (max - self.jobs.capacity(), max)
+    }
+
     pub fn stats(&self) -> CommitStats {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
@@ -282,7 +296,8 @@ impl Store {
     }
 }
 
-fn meta_key(name: &[u8]) -> Vec<u8> {
+/// Key of a storage meta row (global table, tag 0).
+pub fn meta_key(name: &[u8]) -> Vec<u8> {
     let mut key = vec![collections::GLOBAL_META_TAG];
     key.extend_from_slice(name);
     key
