@@ -15,8 +15,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Backup time and throughput on a data directory of a given size, and the webhook p99
+    /// during the backup against the same load without it.
+    Backup(crate::ops::bench::BackupBenchArgs),
 }
 
-pub async fn run(_config: Config, _cmd: BenchCommand) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Backup(args) => crate::ops::bench::run(config, args).await,
+        BenchCommand::Ingest { .. } => anyhow::bail!("not yet"),
+    }
 }

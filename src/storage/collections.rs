@@ -12,6 +12,8 @@ pub const MESSAGES: u8 = 7;
 pub const MESSAGE_BY_WAMID: u8 = 8;
 pub const INBOUND_RECEIVED: u8 = 9;
 pub const PENDING_TURNS: u8 = 10;
+/// Operations (50-59): a tenant's retention policy.
+pub const RETENTION_POLICY: u8 = 50;
 
 pub const ALL_TENANT_TAGS: &[u8] = &[
     TENANT_SETTINGS,
@@ -24,6 +26,7 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     MESSAGE_BY_WAMID,
     INBOUND_RECEIVED,
     PENDING_TURNS,
+    RETENTION_POLICY,
 ];
 
 // Global collections (operator path; keys: tag | suffix).
@@ -35,6 +38,10 @@ pub const EVENT_QUEUE: u8 = 4;
 pub const TURN_SCHEDULE: u8 = 5;
 pub const VERIFY_TOKENS: u8 = 6;
 pub const DEAD_LETTERS: u8 = 7;
+/// Operations (50-59): the minimal audit trail (erasures, restores) the audit log will absorb.
+pub const OPS_AUDIT: u8 = 50;
+/// Operations: the row `/readyz` writes to prove the store takes writes.
+pub const OPS_PROBE: u8 = 51;
 
 pub const ALL_GLOBAL_TAGS: &[u8] = &[
     GLOBAL_META_TAG,
@@ -45,6 +52,8 @@ pub const ALL_GLOBAL_TAGS: &[u8] = &[
     TURN_SCHEDULE,
     VERIFY_TOKENS,
     DEAD_LETTERS,
+    OPS_AUDIT,
+    OPS_PROBE,
 ];
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 
 use crate::config::Config;
 use crate::conversations::LiveBus;
@@ -32,6 +32,8 @@ pub struct AppInner {
     pub live: LiveBus,
     pub sender: SenderHandle,
     pub operator_token: String,
+    /// Operations: readiness, disk guard, limiters, data hooks, TLS (see `crate::ops`).
+    pub ops: Arc<crate::ops::OpsState>,
 }
 
 impl std::ops::Deref for AppState {
@@ -47,29 +49,24 @@ const API_BODY_LIMIT: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .merge(crate::ops::routes::router())
         .merge(crate::whatsapp::routes::router())
         .merge(crate::tenants::routes::router())
         .merge(crate::conversations::routes::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        // Outermost first: who is calling, then the webhook guard (limits, disk, shedding).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ops::guard::webhook_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.ops.proxies.clone(),
+            crate::ops::clientip::resolve_client,
+        ))
         .with_state(state)
 }
 
+/// The process is up and serving HTTP (liveness). Readiness is `/readyz` (`ops::routes`).
 async fn healthz() -> &'static str {
     "ok"
-}
-
-async fn readyz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut depth = serde_json::Map::new();
-    for consumer in crate::events::Consumer::ALL {
-        depth.insert(
-            consumer.name().into(),
-            crate::events::queue_depth(&state.store, *consumer)?.into(),
-        );
-    }
-    Ok(Json(
-        serde_json::json!({"status": "ready", "queue_depth": depth}),
-    ))
 }
