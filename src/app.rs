@@ -78,6 +78,13 @@ impl Running {
         for worker in self.workers {
             let _ = worker.await;
         }
+        // The writer thread releases the database only after the last handle is gone; wait for
+        // it so the data directory can be opened again as soon as this returns.
+        let closed = self.state.store.closed(Duration::from_secs(10));
+        drop(self.state);
+        if !closed.await {
+            tracing::warn!("the database is still held by unfinished work");
+        }
         tracing::info!("stopped");
     }
 }

@@ -179,6 +179,8 @@ pub struct Store {
     jobs: mpsc::Sender<Box<dyn Job>>,
     path: PathBuf,
     stats: Arc<std::sync::Mutex<CommitStats>>,
+    /// Turns true when the writer thread has stopped and released the database file.
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 const META_NEXT_SEQ: &[u8] = b"next_event_seq";
@@ -221,16 +223,33 @@ impl Store {
         let stats = Arc::new(std::sync::Mutex::new(CommitStats::default()));
         let writer_db = db.clone();
         let writer_stats = stats.clone();
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
         std::thread::Builder::new()
             .name("wacrm-writer".into())
-            .spawn(move || writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats))
+            .spawn(move || {
+                writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats);
+                // writer_loop owned the thread's handle on the database; it is dropped by now.
+                let _ = closed_tx.send(true);
+            })
             .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             db,
             jobs: tx,
             path: path.to_path_buf(),
             stats,
+            closed,
         })
+    }
+
+    /// Resolves once every handle is dropped and the writer has released the database file, so
+    /// the same file can be opened again (restart, backup, check). Bounded by `timeout`.
+    pub fn closed(&self, timeout: std::time::Duration) -> impl std::future::Future<Output = bool> {
+        let mut closed = self.closed.clone();
+        async move {
+            tokio::time::timeout(timeout, closed.wait_for(|c| *c))
+                .await
+                .is_ok()
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -3,6 +3,8 @@
 //! fake OpenAI-compatible server.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -336,4 +338,17 @@ pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
         }
     }
     v.to_string().into_bytes()
+}
+
+impl TestApp {
+    /// Stops this app and starts one on another data directory (a copy or a restore), with the
+    /// same fakes. The temporary directory of the original is kept for the app's life.
+    pub async fn restart_on(mut self, data_dir: &std::path::Path) -> Self {
+        self.stop().await;
+        let config = test_config(data_dir, &self.graph.base_url(), self.llm.as_ref(), 50);
+        let Self {
+            dir, graph, llm, ..
+        } = self;
+        Self::launch_on(dir, config, graph, llm).await
+    }
 }
