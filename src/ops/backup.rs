@@ -386,6 +386,17 @@ pub fn count_rows(db: &Database) -> Result<TableCounts, BackupError> {
     Ok(counts)
 }
 
+/// Opens a database file that may be damaged. redb reports most damage as errors but asserts on
+/// some (a truncated file): both become an error here.
+pub fn open_untrusted(path: &Path) -> Result<Database, String> {
+    let opened = std::panic::catch_unwind(|| Database::open(path));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(format!("{} does not open: {e}", path.display())),
+        Err(_) => Err(format!("{} is damaged (truncated or overwritten)", path.display())),
+    }
+}
+
 /// Every check `restore` makes: the manifest, format and files, then the database opens, passes
 /// redb's integrity check, records the manifest's format and holds the manifest's rows.
 pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
@@ -394,8 +405,7 @@ pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
         path: dir.display().to_string(),
         reason,
     };
-    let mut db = Database::open(dir.join(DATABASE_FILE))
-        .map_err(|e| fail(format!("{DATABASE_FILE} does not open: {e}")))?;
+    let mut db = open_untrusted(&dir.join(DATABASE_FILE)).map_err(fail)?;
     match db.check_integrity() {
         Ok(true) => {}
         Ok(false) => return Err(fail(format!("{DATABASE_FILE} needed repairs"))),

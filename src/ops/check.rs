@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable};
+use redb::ReadableTable;
 use serde::Serialize;
 
 use crate::storage::collections::{ALL_GLOBAL_TAGS, ALL_TENANT_TAGS, GLOBAL_META_TAG};
@@ -34,7 +34,7 @@ fn valid_record(value: &[u8]) -> bool {
 }
 
 pub fn check_database(path: &Path) -> Result<CheckReport, String> {
-    let mut db = Database::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut db = super::backup::open_untrusted(path)?;
     let mut report = CheckReport {
         integrity: db
             .check_integrity()
