@@ -256,6 +256,20 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
+/// `WACRM_*` variables that are not settings: the config file's path and the log filter (read by
+/// the CLI), channel secrets of `wacrm channel add-cloud`, and install.sh's inputs. Without this
+/// list, setting any of them made the configuration fail to load ("unknown field").
+const ENV_NOT_SETTINGS: &[&str] = &[
+    "config",
+    "log",
+    "channel_access_token",
+    "channel_app_secret",
+    "channel_verify_token",
+    "install_root",
+    "bin",
+    "skip_models",
+];
+
 impl Config {
     /// Defaults, then `file` (if given; it must exist), then `WACRM_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -269,7 +283,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("WACRM_").split("__"));
+        figment = figment.merge(
+            Env::prefixed("WACRM_")
+                .ignore(ENV_NOT_SETTINGS)
+                .split("__"),
+        );
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -419,6 +437,20 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
             assert!(!format!("{config:?}").contains("sk-test"), "secret leaked");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns figment::Error
+    fn cli_variables_are_not_mistaken_for_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WACRM_CONFIG", "/etc/wacrm/wacrm.toml");
+            jail.set_env("WACRM_LOG", "debug");
+            jail.set_env("WACRM_CHANNEL_APP_SECRET", "s");
+            jail.set_env("WACRM_LISTEN", "127.0.0.1:9999");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.listen.port(), 9999);
             Ok(())
         });
     }
