@@ -95,10 +95,8 @@ pub fn check_disk(config: &Config, out: &mut Vec<Finding>) {
 
 /// The model files the knowledge service needs (`models/MANIFEST`, placed by install.sh).
 pub fn check_models(out: &mut Vec<Finding>) {
+    // Where install.sh puts them (beside the binary), or a checkout's models/.
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(dir) = std::env::var("WACRM_MODELS_DIR") {
-        candidates.push(PathBuf::from(dir));
-    }
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
             candidates.push(dir.join("models"));
@@ -120,7 +118,7 @@ pub fn check_models(out: &mut Vec<Finding>) {
                 push(out, Level::Fail, "models", format!("{} lacks {}: run scripts/fetch-models.sh {}", dir.display(), missing.join(", "), dir.display()));
             }
         }
-        None => push(out, Level::Warn, "models", "no models/MANIFEST found (beside the binary, ./models or WACRM_MODELS_DIR): the local embedding model is missing; run scripts/fetch-models.sh"),
+        None => push(out, Level::Warn, "models", "no models/MANIFEST found (beside the binary or in ./models): the local embedding model is missing; run scripts/fetch-models.sh"),
     }
 }
 
