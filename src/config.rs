@@ -283,11 +283,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(
-            Env::prefixed("WACRM_")
-                .ignore(ENV_NOT_SETTINGS)
-                .split("__"),
-        );
+        figment = figment.merge(Env::prefixed("WACRM_").ignore(ENV_NOT_SETTINGS).split("__"));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;

@@ -48,7 +48,10 @@ async fn backup_under_webhook_load_holds_every_acknowledged_webhook_and_restores
         .map(|(_, w)| w)
         .collect();
     assert!(before.len() >= 200);
-    assert!(acked.len() > before.len(), "no webhook was acknowledged during the backup");
+    assert!(
+        acked.len() > before.len(),
+        "no webhook was acknowledged during the backup"
+    );
     assert_eq!(report.manifest.source, "server");
     backup::verify(&dest).unwrap();
     app.stop().await;
@@ -64,7 +67,10 @@ async fn backup_under_webhook_load_holds_every_acknowledged_webhook_and_restores
 
     let app2 = app.restart_on(&target).await;
     for wamid in &before {
-        assert!(received(app2.store(), tenant, wamid), "{wamid} acknowledged before the backup is missing");
+        assert!(
+            received(app2.store(), tenant, wamid),
+            "{wamid} acknowledged before the backup is missing"
+        );
     }
     // The restored service serves the tenant and its channel (secrets open with the copied key).
     let channels = app2.get("/api/v1/tenants/acme/channels").await;
@@ -79,7 +85,8 @@ async fn backup_under_webhook_load_holds_every_acknowledged_webhook_and_restores
 async fn a_stopped_directory_copied_by_hand_restores_everything() {
     let mut app = TestApp::start(Options::default()).await;
     let tenant = app.tenant_with_channel("acme", PHONE).await;
-    app.post_signed(&text_webhook(PHONE, "628111", "wamid.copy1", "halo")).await;
+    app.post_signed(&text_webhook(PHONE, "628111", "wamid.copy1", "halo"))
+        .await;
     app.wait_for(WAIT, |a| a.conversations(tenant).pop()).await;
     app.stop().await;
     let before = dump(&app.dir.path().join("wacrm.redb"));
@@ -121,13 +128,22 @@ async fn restore_refuses_damaged_or_foreign_backups_and_changes_nothing() {
         damage(&dir);
         dir
     };
-    let no_key = variant("no-key", &|d| std::fs::remove_file(d.join("master.key")).unwrap());
-    let newer = variant("newer", &|d| std::fs::write(d.join("FORMAT"), "wacrm-data-format 99\n").unwrap());
+    let no_key = variant("no-key", &|d| {
+        std::fs::remove_file(d.join("master.key")).unwrap()
+    });
+    let newer = variant("newer", &|d| {
+        std::fs::write(d.join("FORMAT"), "wacrm-data-format 99\n").unwrap()
+    });
     let truncated = variant("truncated", &|d| {
-        let f = std::fs::OpenOptions::new().write(true).open(d.join("wacrm.redb")).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.join("wacrm.redb"))
+            .unwrap();
         f.set_len(8192).unwrap();
     });
-    let no_manifest = variant("no-manifest", &|d| std::fs::remove_file(d.join("BACKUP.json")).unwrap());
+    let no_manifest = variant("no-manifest", &|d| {
+        std::fs::remove_file(d.join("BACKUP.json")).unwrap()
+    });
 
     for (dir, expect) in [
         (&no_key, "master.key"),
@@ -137,7 +153,12 @@ async fn restore_refuses_damaged_or_foreign_backups_and_changes_nothing() {
     ] {
         let err = restore::restore(dir, &live).unwrap_err().to_string();
         assert!(err.contains(expect), "{}: {err}", dir.display());
-        assert_eq!(dump(&live.join("wacrm.redb")), live_before, "{} changed the live data", dir.display());
+        assert_eq!(
+            dump(&live.join("wacrm.redb")),
+            live_before,
+            "{} changed the live data",
+            dir.display()
+        );
     }
     // Nothing was left beside the data directory either.
     let strays: Vec<_> = std::fs::read_dir(live.parent().unwrap())
@@ -145,14 +166,21 @@ async fn restore_refuses_damaged_or_foreign_backups_and_changes_nothing() {
         .flatten()
         .filter(|e| {
             let name = live.file_name().unwrap().to_string_lossy().to_string();
-            e.file_name().to_string_lossy().starts_with(&format!(".{name}.restore-"))
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!(".{name}.restore-"))
         })
         .collect();
     assert!(strays.is_empty());
 
     // And a good backup replaces the directory, keeping the old one aside.
     let report = restore::restore(&good, &live).unwrap();
-    assert!(report.replaced.as_ref().unwrap().join("wacrm.redb").is_file());
+    assert!(report
+        .replaced
+        .as_ref()
+        .unwrap()
+        .join("wacrm.redb")
+        .is_file());
     std::fs::remove_dir_all(report.replaced.unwrap()).unwrap();
 }
 
@@ -179,7 +207,10 @@ async fn sigkill_during_a_backup_leaves_the_live_directory_intact() {
         .unwrap();
     let partial = out.path().join(format!(".killed.partial-{}", child.id()));
     // Kill it once it has started writing (or has finished: then the backup must be whole).
-    poll_until(Duration::from_secs(30), || partial.exists() || dest.exists()).await;
+    poll_until(Duration::from_secs(30), || {
+        partial.exists() || dest.exists()
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     if dest.exists() {

@@ -9,10 +9,20 @@ const PHONE: &str = "106540352242922";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_probes_storage_and_follows_registered_conditions() {
     let app = TestApp::start(Options::default()).await;
-    let health = app.http.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
-    let ready = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
@@ -22,12 +32,22 @@ async fn readyz_probes_storage_and_follows_registered_conditions() {
     // The knowledge service registers "indexes loaded" before loading them: not ready until set.
     let ops = &app.running.as_ref().unwrap().state.ops;
     ops.readiness.register("search_indexes", "loading indexes");
-    let ready = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["search_indexes"], "loading indexes");
     ops.readiness.set_ready("search_indexes");
-    let ready = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 }
 
@@ -39,8 +59,13 @@ async fn metrics_are_served_on_their_own_listener_with_tenant_slugs() {
     })
     .await;
     let tenant = app.tenant_with_channel("acme", PHONE).await;
-    app.post_signed(&text_webhook(PHONE, "628123", "wamid.m1", "mau bicara dengan CS"))
-        .await;
+    app.post_signed(&text_webhook(
+        PHONE,
+        "628123",
+        "wamid.m1",
+        "mau bicara dengan CS",
+    ))
+    .await;
     app.post_webhook(b"{}", Some("sha256=00")).await;
     // The customer asked for a person: a turn that hands off.
     app.wait_for(WAIT, |a| {
@@ -51,7 +76,10 @@ async fn metrics_are_served_on_their_own_listener_with_tenant_slugs() {
     .await;
 
     let metrics_addr = app.running.as_ref().unwrap().metrics_addr.unwrap();
-    assert_ne!(metrics_addr.port(), app.running.as_ref().unwrap().addr.port());
+    assert_ne!(
+        metrics_addr.port(),
+        app.running.as_ref().unwrap().addr.port()
+    );
     let text = app
         .http
         .get(format!("http://{metrics_addr}/metrics"))
@@ -76,6 +104,11 @@ async fn metrics_are_served_on_their_own_listener_with_tenant_slugs() {
         assert!(text.contains(expected), "missing {expected}:\n{text}");
     }
     // Not on the public listener.
-    let public = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap();
+    let public = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(public.status(), 404);
 }

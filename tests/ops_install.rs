@@ -62,19 +62,31 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
 
 #[test]
 fn systemd_accepts_the_units() {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("systemd-analyze is not installed here: unit verification skipped");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for unit in ["wacrm.service", "wacrm-backup.service", "wacrm-backup.timer"] {
+    for unit in [
+        "wacrm.service",
+        "wacrm-backup.service",
+        "wacrm-backup.timer",
+    ] {
         // The installed binary path must exist for systemd-analyze: point it at the built one.
         let text = std::fs::read_to_string(repo().join("deploy").join(unit))
             .unwrap()
             .replace("/opt/wacrm/wacrm", env!("CARGO_BIN_EXE_wacrm"));
         std::fs::write(dir.path().join(unit), text).unwrap();
     }
-    for unit in ["wacrm.service", "wacrm-backup.service", "wacrm-backup.timer"] {
+    for unit in [
+        "wacrm.service",
+        "wacrm-backup.service",
+        "wacrm-backup.timer",
+    ] {
         let out = Command::new("systemd-analyze")
             .arg("verify")
             .arg(dir.path().join(unit))
@@ -110,13 +122,20 @@ fn install_twice_gives_the_same_tree_and_uninstall_keeps_data_unless_purged() {
     // An operator's edit to the configuration survives a re-install (upgrade in place).
     let out = install(root.path(), &[]);
     assert!(out.contains("systemd not touched"), "{out}");
-    assert_eq!(tree(root.path()), first, "a second run changed the installation");
+    assert_eq!(
+        tree(root.path()),
+        first,
+        "a second run changed the installation"
+    );
 
     std::fs::write(root.path().join("var/lib/wacrm/keep-me"), "data").unwrap();
     let out = install(root.path(), &["--uninstall"]);
     assert!(out.contains("data is kept"), "{out}");
     assert!(!root.path().join("opt/wacrm").exists());
-    assert!(!root.path().join("etc/systemd/system/wacrm.service").exists());
+    assert!(!root
+        .path()
+        .join("etc/systemd/system/wacrm.service")
+        .exists());
     assert!(root.path().join("var/lib/wacrm/keep-me").exists());
     assert!(root.path().join("etc/wacrm/wacrm.toml").exists());
 
@@ -149,7 +168,8 @@ async fn the_installed_service_started_as_its_unit_says_serves_traffic() {
         }
         p.to_string()
     };
-    let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/wacrm.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(root.path().join("etc/systemd/system/wacrm.service")).unwrap();
     let settings = service_settings(&unit);
     let exec: Vec<String> = settings
         .iter()
@@ -161,7 +181,9 @@ async fn the_installed_service_started_as_its_unit_says_serves_traffic() {
         .collect();
     // The unit's environment, then its EnvironmentFile, and nothing from this test process.
     let mut cmd = Command::new(&exec[0]);
-    cmd.args(&exec[1..]).env_clear().env("PATH", "/usr/bin:/bin");
+    cmd.args(&exec[1..])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
     for (k, v) in &settings {
         if k == "Environment" {
             let (name, value) = v.split_once('=').unwrap();
@@ -175,16 +197,30 @@ async fn the_installed_service_started_as_its_unit_says_serves_traffic() {
         }
     }
     let data = PathBuf::from(under("/var/lib/wacrm"));
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
 
     let server_json = data.join("server.json");
-    assert!(poll_until(Duration::from_secs(30), || server_json.exists()).await, "the service never came up");
+    assert!(
+        poll_until(Duration::from_secs(30), || server_json.exists()).await,
+        "the service never came up"
+    );
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&server_json).unwrap()).unwrap();
     let url = info["url"].as_str().unwrap().to_string();
     let token = std::fs::read_to_string(data.join("operator.token")).unwrap();
     let http = reqwest::Client::new();
-    assert_eq!(http.get(format!("{url}/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{url}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let created = http
         .post(format!("{url}/api/v1/tenants"))
         .bearer_auth(token.trim())
@@ -194,8 +230,18 @@ async fn the_installed_service_started_as_its_unit_says_serves_traffic() {
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(data.join("master.key")).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(crate_format(&data), Some(wacrm::ops::format::CURRENT_FORMAT));
+    assert_eq!(
+        std::fs::metadata(data.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        crate_format(&data),
+        Some(wacrm::ops::format::CURRENT_FORMAT)
+    );
 
     // SIGTERM, as `systemctl stop` sends: a clean exit.
     let pid = rustix::process::Pid::from_child(&child);
@@ -204,12 +250,24 @@ async fn the_installed_service_started_as_its_unit_says_serves_traffic() {
     assert!(status.success(), "exit on SIGTERM: {status}");
     let mut log = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     // journald gets one JSON object per line, and no secret.
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        assert!(v.get("level").is_some() && v.get("message").is_some(), "{line}");
-        assert!(!line.contains(token.trim()), "the operator token was logged");
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+        assert!(
+            !line.contains(token.trim()),
+            "the operator token was logged"
+        );
     }
     assert!(log.contains("wacrm is running"), "{log}");
     assert!(!server_json.exists());

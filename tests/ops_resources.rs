@@ -29,7 +29,13 @@ impl Tmpfs {
     fn mount(size_mb: u64) -> Option<Self> {
         let dir = tempfile::tempdir().ok()?;
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mb}m,mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .stderr(std::process::Stdio::null())
             .status()
@@ -41,13 +47,18 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
     }
 }
 
 fn big_webhook(i: usize) -> (String, Vec<u8>) {
     let wamid = format!("wamid.disk.{i}");
-    (wamid.clone(), text_webhook(PHONE, "628555", &wamid, &"isi ".repeat(4000)))
+    (
+        wamid.clone(),
+        text_webhook(PHONE, "628555", &wamid, &"isi ".repeat(4000)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +100,8 @@ async fn a_full_disk_refuses_webhooks_before_the_store_breaks_and_recovers() {
             .unwrap();
     } else {
         let s = simulated.clone();
-        ops.disk.set_probe(Arc::new(move |_| Ok(s.load(Ordering::SeqCst))));
+        ops.disk
+            .set_probe(Arc::new(move |_| Ok(s.load(Ordering::SeqCst))));
     }
     ops.disk.refresh();
     // Uploads (the knowledge service asks first) are refused below 16 MB free.
@@ -120,9 +132,22 @@ async fn a_full_disk_refuses_webhooks_before_the_store_breaks_and_recovers() {
     assert!(!acked.is_empty());
 
     // Still answering: liveness, reads, and readiness saying why it is not ready.
-    assert_eq!(app.http.get(format!("{}/healthz", app.url)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.http
+            .get(format!("{}/healthz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     app.get("/api/v1/tenants").await;
-    let ready = app.http.get(format!("{}/readyz", app.url)).send().await.unwrap();
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["disk"], "critical");
@@ -134,13 +159,20 @@ async fn a_full_disk_refuses_webhooks_before_the_store_breaks_and_recovers() {
         simulated.store(1 << 40, Ordering::SeqCst);
     }
     let d = ops.disk.clone();
-    assert!(poll_until(Duration::from_secs(10), || d.refresh() == wacrm::ops::disk::DiskState::Ok).await);
+    assert!(
+        poll_until(Duration::from_secs(10), || d.refresh()
+            == wacrm::ops::disk::DiskState::Ok)
+        .await
+    );
     let (wamid, body) = big_webhook(acked.len());
     assert_eq!(app.post_signed(&body).await.0, 200);
     acked.push(wamid);
 
     for wamid in &acked {
-        assert!(received(app.store(), tenant, wamid), "{wamid} was acknowledged but is missing");
+        assert!(
+            received(app.store(), tenant, wamid),
+            "{wamid} was acknowledged but is missing"
+        );
     }
     app.stop().await;
     let check = check_database(&data_dir.join("wacrm.redb")).unwrap();
@@ -184,8 +216,19 @@ async fn a_webhook_flood_is_shed_with_retry_after_and_nothing_acknowledged_is_lo
             other => panic!("HTTP {other}"),
         }
     }
-    assert!(!shed.is_empty(), "nothing was shed with 2 slots and 300 concurrent webhooks");
-    assert_eq!(app.http.get(format!("{}/healthz", app.url)).send().await.unwrap().status(), 200);
+    assert!(
+        !shed.is_empty(),
+        "nothing was shed with 2 slots and 300 concurrent webhooks"
+    );
+    assert_eq!(
+        app.http
+            .get(format!("{}/healthz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     for wamid in &acked {
         assert!(received(app.store(), tenant, wamid));
     }

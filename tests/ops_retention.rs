@@ -16,7 +16,10 @@ struct Recorder(Mutex<Vec<(TenantId, String, usize)>>);
 
 impl DataHooks for Recorder {
     fn customer_erased(&self, tenant: TenantId, wa_id: &str, conversations: &[ConversationId]) {
-        self.0.lock().unwrap().push((tenant, wa_id.to_string(), conversations.len()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((tenant, wa_id.to_string(), conversations.len()));
     }
 }
 
@@ -29,11 +32,22 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
     let mut app = TestApp::start(Options::default()).await;
     let tenant = app.tenant_with_channel("acme", PHONE).await;
     let hooks = Arc::new(Recorder::default());
-    app.running.as_ref().unwrap().state.ops.hooks.register(hooks.clone());
+    app.running
+        .as_ref()
+        .unwrap()
+        .state
+        .ops
+        .hooks
+        .register(hooks.clone());
     let (erased, kept) = ("6281111111", "6282222222");
     for (i, who) in [erased, kept, erased].iter().enumerate() {
-        app.post_signed(&text_webhook(PHONE, who, &format!("wamid.er{i}"), &format!("rahasia {who}")))
-            .await;
+        app.post_signed(&text_webhook(
+            PHONE,
+            who,
+            &format!("wamid.er{i}"),
+            &format!("rahasia {who}"),
+        ))
+        .await;
     }
     // Both customers were answered (the reply's statuses came back too).
     app.wait_for(WAIT, |a| {
@@ -49,7 +63,10 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
     .await;
 
     let report = app
-        .post(&format!("/api/v1/tenants/acme/customers/{erased}/erase"), serde_json::json!({}))
+        .post(
+            &format!("/api/v1/tenants/acme/customers/{erased}/erase"),
+            serde_json::json!({}),
+        )
         .await;
     assert_eq!(report["conversations"], 1);
     assert!(report["messages"].as_u64().unwrap() >= 3);
@@ -58,7 +75,10 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
     let left = app.conversations(tenant);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].contact_wa_id, kept);
-    assert_eq!(hooks.0.lock().unwrap().as_slice(), &[(tenant, erased.to_string(), 1)]);
+    assert_eq!(
+        hooks.0.lock().unwrap().as_slice(),
+        &[(tenant, erased.to_string(), 1)]
+    );
     for i in [0, 2] {
         assert!(!received(app.store(), tenant, &format!("wamid.er{i}")));
     }
@@ -82,7 +102,10 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
     let mut saw_kept = false;
     for table in rows.values() {
         for (k, v) in table {
-            assert!(!contains(k, erased.as_bytes()) && !contains(v, erased.as_bytes()), "a row still names the erased customer");
+            assert!(
+                !contains(k, erased.as_bytes()) && !contains(v, erased.as_bytes()),
+                "a row still names the erased customer"
+            );
             saw_kept |= contains(v, kept.as_bytes());
         }
     }
@@ -94,8 +117,15 @@ async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
     let app = TestApp::start(Options::default()).await;
     let short = app.tenant_with_channel("short", PHONE).await;
     let keep = app.tenant_with_channel("keep", "106540352242923").await;
-    app.post_signed(&text_webhook(PHONE, "628333", "wamid.r1", "halo")).await;
-    app.post_signed(&text_webhook("106540352242923", "628333", "wamid.r2", "halo")).await;
+    app.post_signed(&text_webhook(PHONE, "628333", "wamid.r1", "halo"))
+        .await;
+    app.post_signed(&text_webhook(
+        "106540352242923",
+        "628333",
+        "wamid.r2",
+        "halo",
+    ))
+    .await;
     app.wait_for(WAIT, |a| {
         (a.conversations(short).len() == 1 && a.conversations(keep).len() == 1).then_some(())
     })
@@ -121,7 +151,13 @@ async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
     let hooks = retention::HookRegistry::default();
     // Today nothing is old enough.
     let now = wacrm::events::now_ms();
-    assert_eq!(retention::sweep(store, &hooks, now).await.unwrap().conversations, 0);
+    assert_eq!(
+        retention::sweep(store, &hooks, now)
+            .await
+            .unwrap()
+            .conversations,
+        0
+    );
     // 31 days on, the short-retention tenant's conversation goes; the other tenant keeps its own.
     let later = now + 31 * 24 * 3600 * 1000;
     let report = retention::sweep(store, &hooks, later).await.unwrap();

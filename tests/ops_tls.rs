@@ -43,7 +43,10 @@ fn client_trusting(pem: &str, addr: SocketAddr) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_reloads_certificates_without_dropping_connections_and_redirects_http() {
     let files = tempfile::tempdir().unwrap();
-    let (cert_file, key_file) = (files.path().join("fullchain.pem"), files.path().join("privkey.pem"));
+    let (cert_file, key_file) = (
+        files.path().join("fullchain.pem"),
+        files.path().join("privkey.pem"),
+    );
     let (a_cert, a_key) = cert(90);
     std::fs::write(&cert_file, &a_cert).unwrap();
     std::fs::write(&key_file, &a_key).unwrap();
@@ -65,9 +68,13 @@ async fn https_serves_reloads_certificates_without_dropping_connections_and_redi
     let url = format!("https://{HOST}:{}/healthz", addr.port());
 
     let old = client_trusting(&a_cert, addr);
-    assert_eq!(old.get(&url).send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(
+        old.get(&url).send().await.unwrap().text().await.unwrap(),
+        "ok"
+    );
     // Plain HTTP on the HTTPS port gets no answer.
-    assert!(reqwest::get(format!("http://{addr}/healthz")).await.map(|r| r.status().is_success()).unwrap_or(false) == false);
+    let plain = reqwest::get(format!("http://{addr}/healthz")).await;
+    assert!(!plain.map(|r| r.status().is_success()).unwrap_or(false));
 
     // Renewal: new files; new handshakes get the new certificate.
     let (b_cert, b_key) = cert(90);
@@ -86,7 +93,11 @@ async fn https_serves_reloads_certificates_without_dropping_connections_and_redi
     // The connection opened before the reload is still up: a new handshake with this client would
     // fail (it trusts only the old certificate), so success means the connection survived.
     assert_eq!(old.get(&url).send().await.unwrap().status(), 200);
-    assert!(client_trusting(&a_cert, addr).get(&url).send().await.is_err());
+    assert!(client_trusting(&a_cert, addr)
+        .get(&url)
+        .send()
+        .await
+        .is_err());
 
     // Plain HTTP redirects to the same path over HTTPS.
     let redirect = running.redirect_addr.unwrap();
@@ -94,15 +105,21 @@ async fn https_serves_reloads_certificates_without_dropping_connections_and_redi
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(format!("http://{redirect}/webhooks/whatsapp?hub.mode=subscribe"))
-        .header("host", format!("{HOST}"))
+        .get(format!(
+            "http://{redirect}/webhooks/whatsapp?hub.mode=subscribe"
+        ))
+        .header("host", HOST)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 308);
     assert_eq!(
         resp.headers()["location"],
-        format!("https://{HOST}:{}/webhooks/whatsapp?hub.mode=subscribe", addr.port()).as_str()
+        format!(
+            "https://{HOST}:{}/webhooks/whatsapp?hub.mode=subscribe",
+            addr.port()
+        )
+        .as_str()
     );
 }
 
@@ -114,7 +131,11 @@ async fn doctor_names_what_to_fix() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(data.join("master.key"), [0u8; 32]).unwrap();
-    std::fs::set_permissions(data.join("master.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        data.join("master.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let (c, k) = cert(5);
     std::fs::write(dir.path().join("c.pem"), c).unwrap();
     std::fs::write(dir.path().join("k.pem"), k).unwrap();

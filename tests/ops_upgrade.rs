@@ -31,7 +31,9 @@ fn without_meta(
     mut rows: std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
     if let Some(global) = rows.get_mut("global_rows") {
-        global.retain(|k, _| !k.starts_with(&meta_key(b"format_")) && !k.starts_with(&[50]) && !k.starts_with(&[51]));
+        global.retain(|k, _| {
+            !k.starts_with(&meta_key(b"format_")) && !k.starts_with(&[50]) && !k.starts_with(&[51])
+        });
     }
     rows
 }
@@ -41,8 +43,13 @@ async fn a_directory_of_the_previous_format_is_migrated_keeping_every_record() {
     let mut app = TestApp::start(Options::default()).await;
     let tenant = app.tenant_with_channel("acme", PHONE).await;
     for i in 0..5 {
-        app.post_signed(&text_webhook(PHONE, "628111", &format!("wamid.up{i}"), "halo"))
-            .await;
+        app.post_signed(&text_webhook(
+            PHONE,
+            "628111",
+            &format!("wamid.up{i}"),
+            "halo",
+        ))
+        .await;
     }
     app.wait_for(WAIT, |a| {
         let c = a.conversations(tenant).pop()?;
@@ -57,10 +64,20 @@ async fn a_directory_of_the_previous_format_is_migrated_keeping_every_record() {
     // What the service does first on start.
     let outcome = format::prepare(&dir).unwrap();
     assert_eq!((outcome.from, outcome.to), (0, format::CURRENT_FORMAT));
-    assert_eq!(format::read_format_file(&dir).unwrap(), Some(format::CURRENT_FORMAT));
-    assert_eq!(without_meta(dump(&dir.join("wacrm.redb"))), without_meta(before), "a record changed");
+    assert_eq!(
+        format::read_format_file(&dir).unwrap(),
+        Some(format::CURRENT_FORMAT)
+    );
+    assert_eq!(
+        without_meta(dump(&dir.join("wacrm.redb"))),
+        without_meta(before),
+        "a record changed"
+    );
     // It took its own backup first, of the directory as it was.
-    let backups: Vec<_> = std::fs::read_dir(dir.join("backups")).unwrap().flatten().collect();
+    let backups: Vec<_> = std::fs::read_dir(dir.join("backups"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(backups.len(), 1);
     let manifest = wacrm::ops::backup::verify(&backups[0].path()).unwrap();
     assert_eq!(manifest.format_version, 0);
@@ -84,7 +101,10 @@ async fn a_newer_directory_is_refused_with_a_clear_message_and_left_alone() {
         Ok(_) => panic!("a newer data directory was opened"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("format version 7") && err.contains("newer wacrm"), "{err}");
+    assert!(
+        err.contains("format version 7") && err.contains("newer wacrm"),
+        "{err}"
+    );
     assert_eq!(dump(&dir.join("wacrm.redb")), before);
     assert!(!dir.join("backups").exists());
 }
@@ -103,14 +123,21 @@ fn key(i: u32) -> Vec<u8> {
 }
 
 /// v1 layout: `{"name": ...}`; v2: `{"full_name": ..., "migrated": true}`.
-fn to_v2(table: RawTable, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, wacrm::storage::StoreError> {
+fn to_v2(
+    table: RawTable,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<Vec<u8>>, wacrm::storage::StoreError> {
     if table != RawTable::Tenant || key.get(16) != Some(&TAG) || value.get(0..2) != Some(&[1, 0]) {
         return Ok(None);
     }
     crash_point();
     let old: serde_json::Value = serde_json::from_slice(&value[2..]).unwrap();
     let mut out = vec![2, 0];
-    out.extend(serde_json::to_vec(&serde_json::json!({"full_name": old["name"], "migrated": true})).unwrap());
+    out.extend(
+        serde_json::to_vec(&serde_json::json!({"full_name": old["name"], "migrated": true}))
+            .unwrap(),
+    );
     Ok(Some(out))
 }
 
@@ -184,7 +211,12 @@ fn migration_child() {
 
 fn spawn_child(dir: &Path, mode: &str) -> std::process::Child {
     std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "migration_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "migration_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("WACRM_TEST_MIGRATION_CHILD", mode)
         .env("WACRM_TEST_MIGRATION_DIR", dir)
         .stdout(std::process::Stdio::null())

@@ -217,9 +217,13 @@ impl Assistant {
                     r.usage.prompt_tokens,
                     r.usage.completion_tokens,
                 ),
-                Err(e) => {
-                    crate::ops::metrics::llm_call(input.tenant.id, e.code(), started.elapsed(), 0, 0)
-                }
+                Err(e) => crate::ops::metrics::llm_call(
+                    input.tenant.id,
+                    e.code(),
+                    started.elapsed(),
+                    0,
+                    0,
+                ),
             }
             let response: ChatResponse = match answer {
                 Ok(r) => r,

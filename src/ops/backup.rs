@@ -106,7 +106,9 @@ pub fn excluded(name: &str) -> bool {
 fn staging_for(dest: &Path) -> Result<PathBuf, BackupError> {
     let name = dest
         .file_name()
-        .ok_or_else(|| BackupError::Destination(format!("{}: not a directory name", dest.display())))?
+        .ok_or_else(|| {
+            BackupError::Destination(format!("{}: not a directory name", dest.display()))
+        })?
         .to_string_lossy()
         .to_string();
     let parent = match dest.parent() {
@@ -184,20 +186,29 @@ fn complete(
         files,
         indexes: "not included: rebuilt from the database on start".into(),
     };
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| BackupError::Io(io::Error::other(e)))?;
+    let json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Io(io::Error::other(e)))?;
     fsutil::write_atomic(&staging.join(MANIFEST_FILE), &json)?;
     verify(staging)?;
     fsutil::sync_dir(staging)?;
     std::fs::rename(staging, dest).map_err(|e| {
-        BackupError::Destination(format!("cannot move the finished backup to {}: {e}", dest.display()))
+        BackupError::Destination(format!(
+            "cannot move the finished backup to {}: {e}",
+            dest.display()
+        ))
     })?;
     if let Some(parent) = dest.parent() {
-        let _ = fsutil::sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+        let _ = fsutil::sync_dir(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        });
     }
     Ok(BackupReport {
         dest: dest.to_path_buf(),
-        database_bytes: std::fs::metadata(dest.join(DATABASE_FILE)).map(|m| m.len()).unwrap_or(0),
+        database_bytes: std::fs::metadata(dest.join(DATABASE_FILE))
+            .map(|m| m.len())
+            .unwrap_or(0),
         manifest,
         elapsed: started.elapsed(),
     })
@@ -281,7 +292,8 @@ pub async fn backup_from_server(
         let tables = writer
             .await
             .map_err(|e| BackupError::Io(io::Error::other(e.to_string())))??;
-        let (data_dir, staging, dest) = (data_dir.to_path_buf(), staging.clone(), dest.to_path_buf());
+        let (data_dir, staging, dest) =
+            (data_dir.to_path_buf(), staging.clone(), dest.to_path_buf());
         tokio::task::spawn_blocking(move || {
             complete(&data_dir, &staging, &dest, tables, "server", started)
         })
@@ -300,10 +312,13 @@ pub async fn running_server(data_dir: &Path) -> Option<(String, String)> {
     let raw = std::fs::read_to_string(data_dir.join(SERVER_FILE)).ok()?;
     let info: serde_json::Value = serde_json::from_str(&raw).ok()?;
     let url = info["url"].as_str()?.to_string();
-    let token = std::fs::read_to_string(data_dir.join(crate::web::auth::OPERATOR_TOKEN_FILE)).ok()?;
+    let token =
+        std::fs::read_to_string(data_dir.join(crate::web::auth::OPERATOR_TOKEN_FILE)).ok()?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
-        .danger_accept_invalid_certs(url.starts_with("https://127.") || url.starts_with("https://localhost"))
+        .danger_accept_invalid_certs(
+            url.starts_with("https://127.") || url.starts_with("https://localhost"),
+        )
         .build()
         .ok()?;
     client.get(format!("{url}/healthz")).send().await.ok()?;
@@ -328,12 +343,15 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
         path: dir.display().to_string(),
         reason,
     };
-    let raw = std::fs::read(dir.join(MANIFEST_FILE))
-        .map_err(|e| not(format!("{MANIFEST_FILE}: {e}")))?;
+    let raw =
+        std::fs::read(dir.join(MANIFEST_FILE)).map_err(|e| not(format!("{MANIFEST_FILE}: {e}")))?;
     let manifest: Manifest =
         serde_json::from_slice(&raw).map_err(|e| not(format!("{MANIFEST_FILE}: {e}")))?;
     if manifest.kind != MANIFEST_KIND {
-        return Err(not(format!("{MANIFEST_FILE} is of kind {:?}", manifest.kind)));
+        return Err(not(format!(
+            "{MANIFEST_FILE} is of kind {:?}",
+            manifest.kind
+        )));
     }
     Ok(manifest)
 }
@@ -363,8 +381,17 @@ pub fn precheck(dir: &Path) -> Result<Manifest, BackupError> {
     }
     match std::fs::metadata(dir.join(MASTER_KEY_FILE)) {
         Ok(m) if m.len() == 32 => {}
-        Ok(m) => return Err(fail(format!("{MASTER_KEY_FILE} has {} bytes, expected 32", m.len()))),
-        Err(e) => return Err(fail(format!("{MASTER_KEY_FILE}: {e} (without it no channel secret opens)"))),
+        Ok(m) => {
+            return Err(fail(format!(
+                "{MASTER_KEY_FILE} has {} bytes, expected 32",
+                m.len()
+            )))
+        }
+        Err(e) => {
+            return Err(fail(format!(
+                "{MASTER_KEY_FILE}: {e} (without it no channel secret opens)"
+            )))
+        }
     }
     if !dir.join(DATABASE_FILE).is_file() {
         return Err(fail(format!("{DATABASE_FILE} is missing")));
@@ -393,7 +420,10 @@ pub fn open_untrusted(path: &Path) -> Result<Database, String> {
     match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(format!("{} does not open: {e}", path.display())),
-        Err(_) => Err(format!("{} is damaged (truncated or overwritten)", path.display())),
+        Err(_) => Err(format!(
+            "{} is damaged (truncated or overwritten)",
+            path.display()
+        )),
     }
 }
 

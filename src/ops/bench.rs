@@ -72,8 +72,12 @@ async fn load(
         seq += 1;
         let body = webhook(seq);
         let signature = sign(SECRET.as_bytes(), &body);
-        let (http, url, latencies, failures) =
-            (http.clone(), url.clone(), latencies.clone(), failures.clone());
+        let (http, url, latencies, failures) = (
+            http.clone(),
+            url.clone(),
+            latencies.clone(),
+            failures.clone(),
+        );
         tasks.spawn(async move {
             let started = Instant::now();
             let sent = http
@@ -108,7 +112,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-async fn fill(store: &crate::storage::Store, tenant: TenantId, data_dir: &std::path::Path, size_mb: u64) -> anyhow::Result<u64> {
+async fn fill(
+    store: &crate::storage::Store,
+    tenant: TenantId,
+    data_dir: &std::path::Path,
+    size_mb: u64,
+) -> anyhow::Result<u64> {
     let target = size_mb * 1024 * 1024;
     let text = "x".repeat(1024);
     let mut rows = 0u64;
@@ -183,7 +192,10 @@ pub async fn run(_config: Config, args: BackupBenchArgs) -> anyhow::Result<()> {
     let rows = fill(running.store(), tenant, &data_dir, args.size_mb).await?;
     let db_bytes = crate::ops::fsutil::tree_size(&data_dir.join(crate::app::DATABASE_FILE));
 
-    println!("baseline: {} webhooks/s for {} s without a backup ...", args.rate, args.baseline_secs);
+    println!(
+        "baseline: {} webhooks/s for {} s without a backup ...",
+        args.rate, args.baseline_secs
+    );
     let (mut baseline, base_failures) = load(
         url.clone(),
         args.rate,
@@ -199,7 +211,9 @@ pub async fn run(_config: Config, args: BackupBenchArgs) -> anyhow::Result<()> {
     let (backup_url, backup_data, backup_dest) = (url.clone(), data_dir.clone(), dest.clone());
     let backup = tokio::spawn(async move {
         let started = Instant::now();
-        let report = super::backup::backup_from_server(&backup_url, &token, &backup_data, &backup_dest).await;
+        let report =
+            super::backup::backup_from_server(&backup_url, &token, &backup_data, &backup_dest)
+                .await;
         let _ = done_tx.send(());
         (report, started.elapsed())
     });
@@ -214,7 +228,10 @@ pub async fn run(_config: Config, args: BackupBenchArgs) -> anyhow::Result<()> {
     during.sort();
     let mib = db_bytes as f64 / (1024.0 * 1024.0);
     println!();
-    println!("data directory: {mib:.1} MiB, {} rows ({rows} filler messages)", report.manifest.rows);
+    println!(
+        "data directory: {mib:.1} MiB, {} rows ({rows} filler messages)",
+        report.manifest.rows
+    );
     println!(
         "backup: {:.2} s, {:.1} MiB/s, {:.0} rows/s (checked and renamed into place)",
         elapsed.as_secs_f64(),
@@ -236,7 +253,10 @@ pub async fn run(_config: Config, args: BackupBenchArgs) -> anyhow::Result<()> {
         during.len()
     );
     let base_p99 = ms(percentile(&baseline, 0.99)).max(1e-6);
-    println!("  p99 ratio (during / without): {:.2}x", ms(percentile(&during, 0.99)) / base_p99);
+    println!(
+        "  p99 ratio (during / without): {:.2}x",
+        ms(percentile(&during, 0.99)) / base_p99
+    );
     let _ = stop.send(());
     running.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -244,7 +264,10 @@ pub async fn run(_config: Config, args: BackupBenchArgs) -> anyhow::Result<()> {
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("wacrm-bench-backup-{}", uuid::Uuid::now_v7().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "wacrm-bench-backup-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

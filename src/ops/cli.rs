@@ -37,7 +37,11 @@ pub async fn backup(config: Config, dest: PathBuf) -> anyhow::Result<()> {
         m.rows,
         m.files,
         m.format_version,
-        if m.source == "server" { "running server" } else { "data directory" },
+        if m.source == "server" {
+            "running server"
+        } else {
+            "data directory"
+        },
         report.elapsed.as_secs_f64()
     );
     println!("search indexes are not in the backup: they are rebuilt from the database on start");
@@ -71,7 +75,10 @@ pub async fn restore(config: Config, src: PathBuf, yes: bool) -> anyhow::Result<
         .context("restore task")??;
     println!("restored into {}", config.data_dir.display());
     if let Some(old) = report.replaced {
-        println!("the replaced directory is kept at {} (delete it once the service runs well)", old.display());
+        println!(
+            "the replaced directory is kept at {} (delete it once the service runs well)",
+            old.display()
+        );
     }
     Ok(())
 }
@@ -81,7 +88,9 @@ pub async fn check(config: Config) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || super::check::check_database(&path))
         .await
         .context("check task")?
-        .map_err(|e| anyhow::anyhow!("{e} (stop the service first: the check needs the database to itself)"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("{e} (stop the service first: the check needs the database to itself)")
+        })?;
     println!(
         "{} rows; redb integrity: {}",
         report.rows,
@@ -103,7 +112,8 @@ pub async fn retention(config: Config, cmd: RetentionCommand) -> anyhow::Result<
     let result = async {
         let v = match cmd {
             RetentionCommand::Show { tenant } => {
-                api.get(&format!("/api/v1/tenants/{tenant}/retention")).await?
+                api.get(&format!("/api/v1/tenants/{tenant}/retention"))
+                    .await?
             }
             RetentionCommand::Set {
                 tenant,
@@ -126,7 +136,11 @@ pub async fn retention(config: Config, cmd: RetentionCommand) -> anyhow::Result<
     result
 }
 
-pub async fn erase_customer(config: Config, tenant: String, customer: String) -> anyhow::Result<()> {
+pub async fn erase_customer(
+    config: Config,
+    tenant: String,
+    customer: String,
+) -> anyhow::Result<()> {
     let session = Session::open(config).await?;
     let result = session
         .api

@@ -96,7 +96,13 @@ impl TrustedProxies {
         let forwarded_proto = headers
             .get("x-forwarded-proto")
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .filter(|v| v == "https" || v == "http");
         ClientInfo {
             ip,
@@ -160,8 +166,12 @@ mod tests {
         assert!(net.contains("10.1.200.3".parse().unwrap()));
         assert!(!net.contains("10.2.0.1".parse().unwrap()));
         assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
-        assert!(IpNet::parse("::1").unwrap().contains("::1".parse().unwrap()));
-        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(IpNet::parse("::1")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert!(IpNet::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         assert!(IpNet::parse("10.0.0.0/33").is_none());
         assert!(IpNet::parse("proxy.local").is_none());
     }

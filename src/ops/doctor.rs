@@ -30,27 +30,54 @@ fn push(out: &mut Vec<Finding>, level: Level, check: &'static str, message: impl
 }
 
 fn mode_of(path: &Path) -> Option<u32> {
-    std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o777)
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
 }
 
 /// Checks of the data directory: exists, private, owned by whoever runs the service, files private.
 pub fn check_data_dir(config: &Config, out: &mut Vec<Finding>) {
     let dir = &config.data_dir;
     let Ok(meta) = std::fs::metadata(dir) else {
-        push(out, Level::Warn, "data_dir", format!("{} does not exist yet; the service creates it (0700) on first start", dir.display()));
+        push(
+            out,
+            Level::Warn,
+            "data_dir",
+            format!(
+                "{} does not exist yet; the service creates it (0700) on first start",
+                dir.display()
+            ),
+        );
         return;
     };
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        push(out, Level::Fail, "data_dir", format!("{} has mode {mode:o}: others can read customer data; run: chmod 700 {}", dir.display(), dir.display()));
+        push(
+            out,
+            Level::Fail,
+            "data_dir",
+            format!(
+                "{} has mode {mode:o}: others can read customer data; run: chmod 700 {}",
+                dir.display(),
+                dir.display()
+            ),
+        );
     } else {
-        push(out, Level::Ok, "data_dir", format!("{} is private ({mode:o})", dir.display()));
+        push(
+            out,
+            Level::Ok,
+            "data_dir",
+            format!("{} is private ({mode:o})", dir.display()),
+        );
     }
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me && me != 0 {
         push(out, Level::Warn, "data_dir", format!("{} is owned by uid {}, this command runs as uid {me}; run it as the service user (sudo -u wacrm)", dir.display(), meta.uid()));
     }
-    for name in [crate::app::MASTER_KEY_FILE, crate::web::auth::OPERATOR_TOKEN_FILE] {
+    for name in [
+        crate::app::MASTER_KEY_FILE,
+        crate::web::auth::OPERATOR_TOKEN_FILE,
+    ] {
         let path = dir.join(name);
         match mode_of(&path) {
             None => push(out, Level::Warn, "key_files", format!("{} is missing (created on first start; if the service ran before, restore it from a backup)", path.display())),
@@ -63,9 +90,22 @@ pub fn check_data_dir(config: &Config, out: &mut Vec<Finding>) {
         push(out, Level::Warn, "data_dir", "the data directory holds a BACKUP.json: is it a backup copy rather than the live directory?");
     }
     match super::format::read_format_file(dir) {
-        Ok(Some(v)) if v > super::format::CURRENT_FORMAT => push(out, Level::Fail, "format", format!("format {v} is newer than this binary reads ({}): install the newer wacrm", super::format::CURRENT_FORMAT)),
+        Ok(Some(v)) if v > super::format::CURRENT_FORMAT => push(
+            out,
+            Level::Fail,
+            "format",
+            format!(
+                "format {v} is newer than this binary reads ({}): install the newer wacrm",
+                super::format::CURRENT_FORMAT
+            ),
+        ),
         Ok(Some(v)) => push(out, Level::Ok, "format", format!("data format {v}")),
-        Ok(None) => push(out, Level::Ok, "format", "no FORMAT file yet (written on the next start)"),
+        Ok(None) => push(
+            out,
+            Level::Ok,
+            "format",
+            "no FORMAT file yet (written on the next start)",
+        ),
         Err(e) => push(out, Level::Fail, "format", e.to_string()),
     }
 }
@@ -74,13 +114,18 @@ pub fn check_disk(config: &Config, out: &mut Vec<Finding>) {
     let probe_dir = if config.data_dir.exists() {
         config.data_dir.clone()
     } else {
-        config.data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+        config
+            .data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     };
     match super::disk::statvfs_free(&probe_dir) {
         Ok(free) => {
             let mb = free / (1024 * 1024);
             let r = &config.resources;
-            let db = super::fsutil::tree_size(&config.data_dir.join(crate::app::DATABASE_FILE)) / (1024 * 1024);
+            let db = super::fsutil::tree_size(&config.data_dir.join(crate::app::DATABASE_FILE))
+                / (1024 * 1024);
             if mb < r.min_free_mb_warn {
                 push(out, Level::Fail, "disk", format!("{mb} MB free (webhooks are refused below {} MB): free space or grow the disk", r.min_free_mb_webhooks));
             } else if mb < r.min_free_mb_uploads || mb < db * 2 {
@@ -89,7 +134,12 @@ pub fn check_disk(config: &Config, out: &mut Vec<Finding>) {
                 push(out, Level::Ok, "disk", format!("{mb} MB free"));
             }
         }
-        Err(e) => push(out, Level::Warn, "disk", format!("cannot measure free space: {e}")),
+        Err(e) => push(
+            out,
+            Level::Warn,
+            "disk",
+            format!("cannot measure free space: {e}"),
+        ),
     }
 }
 
@@ -106,16 +156,27 @@ pub fn check_models(out: &mut Vec<Finding>) {
     match candidates.iter().find(|d| d.join("MANIFEST").is_file()) {
         Some(dir) => {
             let manifest = std::fs::read_to_string(dir.join("MANIFEST")).unwrap_or_default();
-            let missing: Vec<String> = manifest
-                .lines()
-                .filter_map(|l| l.split_whitespace().last())
-                .filter(|name| !name.starts_with('#') && !dir.join(name).exists())
-                .map(str::to_string)
-                .collect();
-            if missing.is_empty() {
-                push(out, Level::Ok, "models", format!("{} has every file of its MANIFEST", dir.display()));
+            // Lines are `sha256  path` (sha256sum's format); `#` lines are comments.
+            let mut bad = Vec::new();
+            for line in manifest.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                let mut parts = line.split_whitespace();
+                let (Some(hash), Some(name)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                match std::fs::read(dir.join(name)) {
+                    Ok(bytes) => {
+                        use sha2::Digest;
+                        if hex::encode(sha2::Sha256::digest(&bytes)) != hash {
+                            bad.push(format!("{name} (damaged)"));
+                        }
+                    }
+                    Err(_) => bad.push(format!("{name} (missing)")),
+                }
+            }
+            if bad.is_empty() {
+                push(out, Level::Ok, "models", format!("{} matches its MANIFEST", dir.display()));
             } else {
-                push(out, Level::Fail, "models", format!("{} lacks {}: run scripts/fetch-models.sh {}", dir.display(), missing.join(", "), dir.display()));
+                push(out, Level::Fail, "models", format!("{}: {}; run scripts/fetch-models.sh {}", dir.display(), bad.join(", "), dir.display()));
             }
         }
         None => push(out, Level::Warn, "models", "no models/MANIFEST found (beside the binary or in ./models): the local embedding model is missing; run scripts/fetch-models.sh"),
@@ -126,7 +187,12 @@ pub fn check_tls(config: &Config, out: &mut Vec<Finding>) {
     let Some(tls) = &config.tls else {
         let public = config.public_url();
         if public.starts_with("https://") {
-            push(out, Level::Ok, "tls", format!("plain HTTP behind a proxy serving {public}"));
+            push(
+                out,
+                Level::Ok,
+                "tls",
+                format!("plain HTTP behind a proxy serving {public}"),
+            );
         } else {
             push(out, Level::Warn, "tls", "no [tls] and public_url is not https://: Meta only calls HTTPS webhooks; configure [tls] or a reverse proxy and public_url");
         }
@@ -144,12 +210,27 @@ pub fn check_tls(config: &Config, out: &mut Vec<Finding>) {
                     if days < 0 {
                         push(out, Level::Fail, "tls", format!("the certificate expired {} days ago: renew it (the service reloads it on change)", -days));
                     } else if days < 14 {
-                        push(out, Level::Warn, "tls", format!("the certificate expires in {days} days: check its renewal"));
+                        push(
+                            out,
+                            Level::Warn,
+                            "tls",
+                            format!("the certificate expires in {days} days: check its renewal"),
+                        );
                     } else {
-                        push(out, Level::Ok, "tls", format!("certificate valid for {days} more days"));
+                        push(
+                            out,
+                            Level::Ok,
+                            "tls",
+                            format!("certificate valid for {days} more days"),
+                        );
                     }
                 }
-                None => push(out, Level::Warn, "tls", "cannot read the certificate's expiry"),
+                None => push(
+                    out,
+                    Level::Warn,
+                    "tls",
+                    "cannot read the certificate's expiry",
+                ),
             }
         }
     }
@@ -158,32 +239,79 @@ pub fn check_tls(config: &Config, out: &mut Vec<Finding>) {
     }
 }
 
-async fn reachable(client: &reqwest::Client, name: &'static str, url: &str, out: &mut Vec<Finding>) {
+async fn reachable(
+    client: &reqwest::Client,
+    name: &'static str,
+    url: &str,
+    out: &mut Vec<Finding>,
+) {
     match client.get(url).send().await {
-        Ok(r) => push(out, Level::Ok, name, format!("{url} answers (HTTP {})", r.status().as_u16())),
+        Ok(r) => push(
+            out,
+            Level::Ok,
+            name,
+            format!("{url} answers (HTTP {})", r.status().as_u16()),
+        ),
         Err(e) => {
-            let why = if e.is_timeout() { "timed out".to_string() } else { e.to_string() };
-            push(out, Level::Fail, name, format!("{url} is unreachable ({why}): check DNS, the firewall and any outbound proxy"));
+            let why = if e.is_timeout() {
+                "timed out".to_string()
+            } else {
+                e.to_string()
+            };
+            push(
+                out,
+                Level::Fail,
+                name,
+                format!(
+                    "{url} is unreachable ({why}): check DNS, the firewall and any outbound proxy"
+                ),
+            );
         }
     }
 }
 
 pub async fn check_remote(config: &Config, out: &mut Vec<Finding>) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
-            push(out, Level::Fail, "remote", format!("cannot build an HTTP client: {e}"));
+            push(
+                out,
+                Level::Fail,
+                "remote",
+                format!("cannot build an HTTP client: {e}"),
+            );
             return;
         }
     };
     reachable(&client, "graph_api", &config.graph.base_url, out).await;
     match &config.llm {
-        LlmSettings::Offline => push(out, Level::Ok, "llm_api", "offline: answers only from the knowledge base"),
-        LlmSettings::Openai { base_url, api_key, .. } => {
+        LlmSettings::Offline => push(
+            out,
+            Level::Ok,
+            "llm_api",
+            "offline: answers only from the knowledge base",
+        ),
+        LlmSettings::Openai {
+            base_url, api_key, ..
+        } => {
             if api_key.is_empty() {
-                push(out, Level::Warn, "llm_api", "llm.api_key is empty (set WACRM_LLM__API_KEY)");
+                push(
+                    out,
+                    Level::Warn,
+                    "llm_api",
+                    "llm.api_key is empty (set WACRM_LLM__API_KEY)",
+                );
             }
-            reachable(&client, "llm_api", &format!("{}/models", base_url.trim_end_matches('/')), out).await;
+            reachable(
+                &client,
+                "llm_api",
+                &format!("{}/models", base_url.trim_end_matches('/')),
+                out,
+            )
+            .await;
         }
     }
 }

@@ -254,7 +254,9 @@ pub fn upgrade(
     let backup = match &progress {
         Some(p) => p.backup.clone(),
         None => {
-            let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+            let stamp = jiff::Timestamp::now()
+                .strftime("%Y%m%dT%H%M%SZ")
+                .to_string();
             let dest = dir
                 .join(BACKUPS_DIR)
                 .join(format!("before-format-{target}-{stamp}"));
@@ -265,10 +267,7 @@ pub fn upgrade(
         }
     };
     let mut done_rows = 0u64;
-    for migration in migrations
-        .iter()
-        .filter(|m| m.to > found && m.to <= target)
-    {
+    for migration in migrations.iter().filter(|m| m.to > found && m.to <= target) {
         let start = match progress.take() {
             Some(p) if p.to == migration.to => p,
             _ => Progress {
@@ -278,8 +277,20 @@ pub fn upgrade(
                 backup: backup.clone(),
             },
         };
-        tracing::info!(to = migration.to, name = migration.name, resumed, "migrating the data directory");
-        run_migration(&db, migration, start, batch_rows, &mut done_rows, after_batch)?;
+        tracing::info!(
+            to = migration.to,
+            name = migration.name,
+            resumed,
+            "migrating the data directory"
+        );
+        run_migration(
+            &db,
+            migration,
+            start,
+            batch_rows,
+            &mut done_rows,
+            after_batch,
+        )?;
     }
     // A resumed run whose progress named a later step than the list has: still record the target.
     if database_format(&db)? != target {

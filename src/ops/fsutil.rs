@@ -61,7 +61,10 @@ fn copy_entry(from: &Path, to: &Path) -> io::Result<u64> {
         copy_tree(from, to, &|_| false)
     } else {
         fs::copy(from, to)?;
-        fs::set_permissions(to, fs::Permissions::from_mode(meta.permissions().mode() & 0o700))?;
+        fs::set_permissions(
+            to,
+            fs::Permissions::from_mode(meta.permissions().mode() & 0o700),
+        )?;
         File::open(to)?.sync_all()?;
         Ok(1)
     }
@@ -74,12 +77,7 @@ pub fn tree_size(path: &Path) -> u64 {
     };
     if meta.is_dir() {
         fs::read_dir(path)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| tree_size(&e.path()))
-                    .sum::<u64>()
-            })
+            .map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum::<u64>())
             .unwrap_or(0)
     } else {
         meta.len()

@@ -25,7 +25,11 @@ fn refuse(status: StatusCode, retry_after_s: u64, code: &str, message: &str) -> 
         .into_response()
 }
 
-pub async fn webhook_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn webhook_guard(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.uri().path() != WEBHOOK_PATH {
         return next.run(request).await;
     }
@@ -48,7 +52,12 @@ pub async fn webhook_guard(State(state): State<AppState>, request: Request, next
     let _permit = if post {
         if let Err(e) = ops.disk.allow_webhooks() {
             metrics::webhook_received("disk_full");
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, 60, e.code(), &e.to_string());
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                60,
+                e.code(),
+                &e.to_string(),
+            );
         }
         let (waiting, capacity) = state.store.writer_backlog();
         let permit = ops.webhook_slots.clone().try_acquire_owned().ok();

@@ -112,11 +112,21 @@ pub fn webhook_received(outcome: &'static str) {
 }
 
 pub fn turn(tenant: TenantId, outcome: &'static str) {
-    add_for_tenant("wacrm_turns_total", tenant, vec![("outcome", outcome.into())], 1);
+    add_for_tenant(
+        "wacrm_turns_total",
+        tenant,
+        vec![("outcome", outcome.into())],
+        1,
+    );
 }
 
 pub fn handoff(tenant: TenantId, reason: &'static str) {
-    add_for_tenant("wacrm_handoffs_total", tenant, vec![("reason", reason.into())], 1);
+    add_for_tenant(
+        "wacrm_handoffs_total",
+        tenant,
+        vec![("reason", reason.into())],
+        1,
+    );
 }
 
 /// Records the outcome of one Graph API send (only failures are counted).
@@ -125,10 +135,18 @@ pub fn send_outcome(tenant: TenantId, outcome: &SendOutcome) {
         SendOutcome::Accepted { .. } => return,
         SendOutcome::Retryable {
             code, http_status, ..
-        } => ("retryable", code.map(|c| c.to_string()).unwrap_or_else(|| format!("http_{http_status}"))),
+        } => (
+            "retryable",
+            code.map(|c| c.to_string())
+                .unwrap_or_else(|| format!("http_{http_status}")),
+        ),
         SendOutcome::Permanent {
             code, http_status, ..
-        } => ("permanent", code.map(|c| c.to_string()).unwrap_or_else(|| format!("http_{http_status}"))),
+        } => (
+            "permanent",
+            code.map(|c| c.to_string())
+                .unwrap_or_else(|| format!("http_{http_status}")),
+        ),
         SendOutcome::Ambiguous { .. } => ("ambiguous", "none".to_string()),
     };
     // Meta's error codes are a closed, documented set; anything odd is folded into one value.
@@ -146,13 +164,33 @@ pub fn send_outcome(tenant: TenantId, outcome: &SendOutcome) {
 }
 
 /// One generation API call: its latency, outcome ("ok" or the error code) and token usage.
-pub fn llm_call(tenant: TenantId, outcome: &'static str, elapsed: Duration, prompt: u32, completion: u32) {
-    observe("wacrm_llm_request_seconds", vec![("outcome", outcome.into())], elapsed);
+pub fn llm_call(
+    tenant: TenantId,
+    outcome: &'static str,
+    elapsed: Duration,
+    prompt: u32,
+    completion: u32,
+) {
+    observe(
+        "wacrm_llm_request_seconds",
+        vec![("outcome", outcome.into())],
+        elapsed,
+    );
     if prompt > 0 {
-        add_for_tenant("wacrm_llm_tokens_total", tenant, vec![("kind", "prompt".into())], prompt as u64);
+        add_for_tenant(
+            "wacrm_llm_tokens_total",
+            tenant,
+            vec![("kind", "prompt".into())],
+            prompt as u64,
+        );
     }
     if completion > 0 {
-        add_for_tenant("wacrm_llm_tokens_total", tenant, vec![("kind", "completion".into())], completion as u64);
+        add_for_tenant(
+            "wacrm_llm_tokens_total",
+            tenant,
+            vec![("kind", "completion".into())],
+            completion as u64,
+        );
     }
 }
 
@@ -169,7 +207,9 @@ pub struct Gauge {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn label_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
@@ -236,7 +276,13 @@ pub fn render(gauges: &[Gauge], slug: &dyn Fn(&str) -> Option<String>) -> String
             }
             _ => {
                 for g in gauges.iter().filter(|g| g.name == *name) {
-                    let _ = writeln!(out, "{}{} {}", g.name, label_text(&relabel(&g.labels), None), g.value);
+                    let _ = writeln!(
+                        out,
+                        "{}{} {}",
+                        g.name,
+                        label_text(&relabel(&g.labels), None),
+                        g.value
+                    );
                 }
             }
         }
@@ -257,18 +303,37 @@ mod tests {
         }
         let first_id = first.to_string();
         let text = render(&[], &|id| (id == first_id).then(|| "acme".to_string()));
-        assert!(text.contains("wacrm_handoffs_total{tenant=\"acme\",reason=\"customer_asked\"} 1"), "{text}");
+        assert!(
+            text.contains("wacrm_handoffs_total{tenant=\"acme\",reason=\"customer_asked\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("tenant=\"_other\""), "{text}");
-        let series = text.lines().filter(|l| l.starts_with("wacrm_handoffs_total{")).count();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("wacrm_handoffs_total{"))
+            .count();
         assert!(series <= MAX_TENANT_SERIES + 2, "{series} series");
     }
 
     #[test]
     fn histograms_have_cumulative_buckets() {
-        observe("wacrm_retrieval_seconds", vec![("test", "h".into())], Duration::from_millis(30));
+        observe(
+            "wacrm_retrieval_seconds",
+            vec![("test", "h".into())],
+            Duration::from_millis(30),
+        );
         let text = render(&[], &|_| None);
-        assert!(text.contains("wacrm_retrieval_seconds_bucket{test=\"h\",le=\"0.025\"} 0"), "{text}");
-        assert!(text.contains("wacrm_retrieval_seconds_bucket{test=\"h\",le=\"0.05\"} 1"), "{text}");
-        assert!(text.contains("wacrm_retrieval_seconds_count{test=\"h\"} 1"), "{text}");
+        assert!(
+            text.contains("wacrm_retrieval_seconds_bucket{test=\"h\",le=\"0.025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wacrm_retrieval_seconds_bucket{test=\"h\",le=\"0.05\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wacrm_retrieval_seconds_count{test=\"h\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -53,7 +53,9 @@ impl FailureLimiter {
             Ok(())
         } else {
             let rate = self.max_failures as f64 / self.window.as_secs_f64().max(0.001);
-            Err(Duration::from_secs_f64(((1.0 - bucket.tokens) / rate).max(1.0)))
+            Err(Duration::from_secs_f64(
+                ((1.0 - bucket.tokens) / rate).max(1.0),
+            ))
         }
     }
 

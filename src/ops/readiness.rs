@@ -34,6 +34,9 @@ impl Readiness {
     }
 
     pub fn snapshot(&self) -> BTreeMap<String, Condition> {
-        self.conditions.read().map(|m| m.clone()).unwrap_or_default()
+        self.conditions
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 }

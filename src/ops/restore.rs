@@ -48,7 +48,9 @@ pub fn restore(src: &Path, data_dir: &Path) -> Result<RestoreReport, BackupError
     ensure_not_in_use(data_dir)?;
     let name = data_dir
         .file_name()
-        .ok_or_else(|| BackupError::Destination(format!("{}: not a directory name", data_dir.display())))?
+        .ok_or_else(|| {
+            BackupError::Destination(format!("{}: not a directory name", data_dir.display()))
+        })?
         .to_string_lossy()
         .to_string();
     let parent = match data_dir.parent() {
@@ -84,7 +86,9 @@ pub fn restore(src: &Path, data_dir: &Path) -> Result<RestoreReport, BackupError
         }
     };
     let replaced = if data_dir.exists() {
-        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+        let stamp = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
         let kept = parent.join(format!("{name}.replaced-{stamp}"));
         rustix::fs::renameat_with(
             rustix::fs::CWD,

@@ -12,14 +12,14 @@ use sha2::{Digest, Sha256};
 
 use crate::conversations::turns::{schedule_key, TURN_SCHEDULE};
 use crate::conversations::{
-    open_key, Conversation, CONTACTS, CONVERSATIONS, MESSAGES, MESSAGE_BY_WAMID,
-    OPEN_CONVERSATION, PENDING_TURNS,
+    open_key, Conversation, CONTACTS, CONVERSATIONS, MESSAGES, MESSAGE_BY_WAMID, OPEN_CONVERSATION,
+    PENDING_TURNS,
 };
 use crate::events::{EventPayload, DEAD_LETTERS, EVENT_QUEUE};
 use crate::storage::collections as tags;
 use crate::storage::{
-    Collection, ConversationId, GlobalCollection, Record, Store, StoreError, TenantId,
-    TenantWrite, WriteCtx,
+    Collection, ConversationId, GlobalCollection, Record, Store, StoreError, TenantId, TenantWrite,
+    WriteCtx,
 };
 use crate::whatsapp::ingress::RECEIVED;
 
@@ -185,7 +185,9 @@ fn event_concerns(payload: &EventPayload, wa_id: &str, conversations: &[Conversa
         EventPayload::InboundMessage { message, .. } => message.from == wa_id,
         EventPayload::InboundStatus { status, .. } => status.recipient_id == wa_id,
         EventPayload::OutgoingMessage { conversation, .. }
-        | EventPayload::ConversationCompleted { conversation } => conversations.contains(conversation),
+        | EventPayload::ConversationCompleted { conversation } => {
+            conversations.contains(conversation)
+        }
         _ => false,
     }
 }
@@ -298,7 +300,11 @@ pub struct SweepReport {
 }
 
 /// Applies every tenant's retention policy as of `now_ms`.
-pub async fn sweep(store: &Store, hooks: &HookRegistry, now_ms: i64) -> Result<SweepReport, StoreError> {
+pub async fn sweep(
+    store: &Store,
+    hooks: &HookRegistry,
+    now_ms: i64,
+) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     let tenants = crate::tenants::list_tenants(store).map_err(|e| match e {
         crate::tenants::TenantError::Store(s) => s,
@@ -370,7 +376,12 @@ pub async fn sweep(store: &Store, hooks: &HookRegistry, now_ms: i64) -> Result<S
             .await?;
     }
     if report.conversations > 0 {
-        tracing::info!(conversations = report.conversations, messages = report.messages, contacts = report.contacts, "retention sweep deleted expired data");
+        tracing::info!(
+            conversations = report.conversations,
+            messages = report.messages,
+            contacts = report.contacts,
+            "retention sweep deleted expired data"
+        );
     }
     Ok(report)
 }

@@ -156,14 +156,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// The consistent snapshot `wacrm backup` copies. The read transaction starts here, before the
 /// response: every write acknowledged before this request is in the stream.
-async fn snapshot_stream(_op: Operator, State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn snapshot_stream(
+    _op: Operator,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
     let txn = state.store.begin_snapshot()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     tokio::task::spawn_blocking(move || {
         let mut writer = ChunkWriter::new(tx);
         match snapshot::write_snapshot(&txn, &mut writer) {
             Ok(counts) => {
-                tracing::info!(rows = counts.values().sum::<u64>(), "snapshot streamed for a backup");
+                tracing::info!(
+                    rows = counts.values().sum::<u64>(),
+                    "snapshot streamed for a backup"
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "snapshot failed");
@@ -223,18 +229,32 @@ async fn erase_customer(
 ) -> Result<Json<retention::ErasureReport>, ApiError> {
     let tenant = tenants::find_tenant(&state.store, &tenant)?;
     Ok(Json(
-        retention::erase_customer(&state.store, &state.ops.hooks, tenant.id, &customer, "operator")
-            .await?,
+        retention::erase_customer(
+            &state.store,
+            &state.ops.hooks,
+            tenant.id,
+            &customer,
+            "operator",
+        )
+        .await?,
     ))
 }
 
 /// Gauges measured at scrape time.
 pub async fn gauges(state: &AppState) -> Vec<Gauge> {
     let mut out = Vec::new();
-    let g = |name, labels: Vec<(&'static str, String)>, value: f64| Gauge { name, labels, value };
+    let g = |name, labels: Vec<(&'static str, String)>, value: f64| Gauge {
+        name,
+        labels,
+        value,
+    };
     if let Ok(list) = queues(state) {
         for (consumer, info) in list {
-            out.push(g("wacrm_queue_depth", vec![("consumer", consumer.name().into())], info.depth as f64));
+            out.push(g(
+                "wacrm_queue_depth",
+                vec![("consumer", consumer.name().into())],
+                info.depth as f64,
+            ));
             out.push(g(
                 "wacrm_queue_oldest_age_seconds",
                 vec![("consumer", consumer.name().into())],
@@ -242,7 +262,11 @@ pub async fn gauges(state: &AppState) -> Vec<Gauge> {
             ));
         }
     }
-    out.push(g("wacrm_writer_backlog", Vec::new(), state.store.writer_backlog().0 as f64));
+    out.push(g(
+        "wacrm_writer_backlog",
+        Vec::new(),
+        state.store.writer_backlog().0 as f64,
+    ));
     let dir = state.config.data_dir.clone();
     let sizes = tokio::task::spawn_blocking(move || {
         [
@@ -256,18 +280,38 @@ pub async fn gauges(state: &AppState) -> Vec<Gauge> {
     .await
     .unwrap_or_default();
     for (part, bytes) in sizes {
-        out.push(g("wacrm_storage_bytes", vec![("part", part.into())], bytes as f64));
+        out.push(g(
+            "wacrm_storage_bytes",
+            vec![("part", part.into())],
+            bytes as f64,
+        ));
     }
     if let Ok(list) = state.ops.tenant_footprints.lock() {
         for (tenant, bytes) in list.iter() {
-            out.push(g("wacrm_tenant_storage_bytes", vec![("tenant", tenant.to_string())], *bytes as f64));
+            out.push(g(
+                "wacrm_tenant_storage_bytes",
+                vec![("tenant", tenant.to_string())],
+                *bytes as f64,
+            ));
         }
     }
-    out.push(g("wacrm_disk_free_bytes", Vec::new(), state.ops.disk.free_bytes() as f64));
-    out.push(g("wacrm_disk_state", Vec::new(), state.ops.disk.state() as u8 as f64));
+    out.push(g(
+        "wacrm_disk_free_bytes",
+        Vec::new(),
+        state.ops.disk.free_bytes() as f64,
+    ));
+    out.push(g(
+        "wacrm_disk_state",
+        Vec::new(),
+        state.ops.disk.state() as u8 as f64,
+    ));
     if let Some(tls) = &state.ops.tls {
         let left = tls.not_after() - jiff::Timestamp::now().as_second();
-        out.push(g("wacrm_tls_certificate_expiry_seconds", Vec::new(), left as f64));
+        out.push(g(
+            "wacrm_tls_certificate_expiry_seconds",
+            Vec::new(),
+            left as f64,
+        ));
     }
     out.push(g(
         "wacrm_build_info",
@@ -292,7 +336,10 @@ async fn metrics_endpoint(State(state): State<AppState>) -> Response {
         .collect();
     let text = metrics::render(&gauges, &|id| slugs.get(id).cloned());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()
@@ -306,20 +353,25 @@ pub fn metrics_router(state: AppState) -> Router {
 }
 
 /// Measures each tenant's rows every `period` (a full scan: too slow for every scrape).
-pub async fn run_footprints(state: AppState, period: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_footprints(
+    state: AppState,
+    period: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let s = state.clone();
-        let measured = tokio::task::spawn_blocking(move || -> Result<Vec<_>, crate::storage::StoreError> {
-            let list = tenants::list_tenants(&s.store).unwrap_or_default();
-            s.store.read(|r| {
-                let mut out = Vec::new();
-                for t in list.iter().take(200) {
-                    out.push((t.id, r.operator().tenant_footprint(&t.id)?.1));
-                }
-                Ok(out)
+        let measured =
+            tokio::task::spawn_blocking(move || -> Result<Vec<_>, crate::storage::StoreError> {
+                let list = tenants::list_tenants(&s.store).unwrap_or_default();
+                s.store.read(|r| {
+                    let mut out = Vec::new();
+                    for t in list.iter().take(200) {
+                        out.push((t.id, r.operator().tenant_footprint(&t.id)?.1));
+                    }
+                    Ok(out)
+                })
             })
-        })
-        .await;
+            .await;
         if let Ok(Ok(list)) = measured {
             if let Ok(mut f) = state.ops.tenant_footprints.lock() {
                 *f = list;

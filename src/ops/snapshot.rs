@@ -291,11 +291,7 @@ pub fn read_snapshot<R: Read>(input: R, sink: &mut RowSink<'_>) -> Result<u64, S
                 }
                 return Ok(rows);
             }
-            other => {
-                return Err(SnapshotError::Damaged(format!(
-                    "unknown frame {other:#x}"
-                )))
-            }
+            other => return Err(SnapshotError::Damaged(format!("unknown frame {other:#x}"))),
         }
     }
 }

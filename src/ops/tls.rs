@@ -81,8 +81,14 @@ pub struct TlsState {
 }
 
 fn modified(settings: &TlsSettings) -> Option<(SystemTime, SystemTime)> {
-    let c = std::fs::metadata(&settings.cert_file).ok()?.modified().ok()?;
-    let k = std::fs::metadata(&settings.key_file).ok()?.modified().ok()?;
+    let c = std::fs::metadata(&settings.cert_file)
+        .ok()?
+        .modified()
+        .ok()?;
+    let k = std::fs::metadata(&settings.key_file)
+        .ok()?
+        .modified()
+        .ok()?;
     Some((c, k))
 }
 
@@ -145,7 +151,9 @@ impl TlsState {
             if forced || now != seen {
                 match self.reload() {
                     Ok(()) => seen = now,
-                    Err(e) => tracing::error!(error = %e, code = e.code(), "TLS reload failed; still serving the previous certificate"),
+                    Err(e) => {
+                        tracing::error!(error = %e, code = e.code(), "TLS reload failed; still serving the previous certificate")
+                    }
                 }
             }
         }
@@ -161,10 +169,18 @@ pub fn redirect_router(https_port: u16) -> axum::Router {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| h.rsplit_once(':').map(|(name, _)| name).unwrap_or(h))
-            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b)))
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
+            })
             .unwrap_or("localhost")
             .to_string();
-        let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+        let port = if https_port == 443 {
+            String::new()
+        } else {
+            format!(":{https_port}")
+        };
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         (
             StatusCode::PERMANENT_REDIRECT,
@@ -239,8 +255,22 @@ pub fn cert_not_after(der: &[u8]) -> Option<i64> {
         _ => return None,
     };
     let num = |r: std::ops::Range<usize>| -> Option<i8> { rest.get(r)?.parse().ok() };
-    let date = jiff::civil::DateTime::new(year, num(0..2)?, num(2..4)?, num(4..6)?, num(6..8)?, num(8..10)?, 0).ok()?;
-    Some(date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp().as_second())
+    let date = jiff::civil::DateTime::new(
+        year,
+        num(0..2)?,
+        num(2..4)?,
+        num(4..6)?,
+        num(6..8)?,
+        num(8..10)?,
+        0,
+    )
+    .ok()?;
+    Some(
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_second(),
+    )
 }
 
 /// Serves `app` over HTTPS on `listener` until `shutdown` completes, then stops gracefully

@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::events::Envelope;
 pub use ids::*;
 pub use record::Record;
+use scoped::WriteTables;
 pub use scoped::{
     Collection, GlobalCollection, GlobalWrite, OperatorRead, OperatorWrite, Rows, TenantRead,
     TenantWrite,
 };
 pub use scoped::{GLOBAL_TABLE, TENANT_TABLE};
-use scoped::WriteTables;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

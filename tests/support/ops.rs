@@ -65,7 +65,12 @@ impl Load {
                 while !*stop_rx.borrow() && i < 100_000 {
                     i += 1;
                     let wamid = format!("wamid.load.{s}.{i}");
-                    let body = text_webhook(&phone, &format!("6281{:08}", s * 1000 + (i % 50) as usize), &wamid, "load");
+                    let body = text_webhook(
+                        &phone,
+                        &format!("6281{:08}", s * 1000 + (i % 50) as usize),
+                        &wamid,
+                        "load",
+                    );
                     let sig = wacrm::whatsapp::ingress::sign(APP_SECRET.as_bytes(), &body);
                     let resp = http
                         .post(format!("{url}/webhooks/whatsapp"))
@@ -76,7 +81,10 @@ impl Load {
                         .await;
                     if let Ok(r) = resp {
                         if r.status().is_success() {
-                            acked.lock().unwrap().push((std::time::Instant::now(), wamid));
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((std::time::Instant::now(), wamid));
                         }
                     }
                 }
@@ -93,7 +101,11 @@ impl Load {
     pub async fn wait_for(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while self.count() < n {
-            assert!(tokio::time::Instant::now() < deadline, "load stalled at {}", self.count());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "load stalled at {}",
+                self.count()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -111,7 +123,10 @@ impl Load {
 /// Whether the webhook dedupe marker of `wamid` is stored for `tenant` (the acknowledged write).
 pub fn received(store: &wacrm::storage::Store, tenant: TenantId, wamid: &str) -> bool {
     store
-        .read(|r| r.tenant(tenant).contains(&wacrm::whatsapp::ingress::RECEIVED, wamid.as_bytes()))
+        .read(|r| {
+            r.tenant(tenant)
+                .contains(&wacrm::whatsapp::ingress::RECEIVED, wamid.as_bytes())
+        })
         .unwrap()
 }
 
