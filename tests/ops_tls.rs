@@ -181,5 +181,9 @@ async fn doctor_names_what_to_fix() {
         .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("FAIL data_dir"), "{text}");
+    assert!(
+        text.contains("FAIL data_dir"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
