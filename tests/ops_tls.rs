@@ -99,6 +99,17 @@ async fn https_serves_reloads_certificates_without_dropping_connections_and_redi
         .await
         .is_err());
 
+    // The CLI on this machine (backup) reaches the HTTPS server on its loopback address.
+    let out = tempfile::tempdir().unwrap();
+    wacrm::ops::backup::backup_from_server(
+        &app.url,
+        &app.token,
+        app.dir.path(),
+        &out.path().join("b"),
+    )
+    .await
+    .unwrap();
+
     // Plain HTTP redirects to the same path over HTTPS.
     let redirect = running.redirect_addr.unwrap();
     let resp = reqwest::Client::builder()

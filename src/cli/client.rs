@@ -77,7 +77,15 @@ impl ApiClient {
 /// certificate names the public host, not 127.0.0.1, so it cannot be verified by name there; the
 /// connection never leaves the machine.
 pub fn local_http_client(base: &str) -> reqwest::Client {
-    let loopback = base.starts_with("https://127.") || base.starts_with("https://[::1]");
+    let host = base
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
+        .unwrap_or("");
+    let loopback = host.starts_with("127.")
+        || host.starts_with("0.0.0.0")
+        || host.starts_with("[::1]")
+        || host.starts_with("[::]")
+        || host.starts_with("localhost");
     reqwest::Client::builder()
         .danger_accept_invalid_certs(loopback)
         .build()

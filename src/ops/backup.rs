@@ -261,7 +261,7 @@ pub async fn backup_from_server(
     let started = Instant::now();
     let staging = new_staging(dest)?;
     let result = async {
-        let response = reqwest::Client::new()
+        let response = crate::cli::client::local_http_client(url)
             .get(format!("{}/api/v1/ops/snapshot", url.trim_end_matches('/')))
             .bearer_auth(token)
             .send()
@@ -314,14 +314,12 @@ pub async fn running_server(data_dir: &Path) -> Option<(String, String)> {
     let url = info["url"].as_str()?.to_string();
     let token =
         std::fs::read_to_string(data_dir.join(crate::web::auth::OPERATOR_TOKEN_FILE)).ok()?;
-    let client = reqwest::Client::builder()
+    crate::cli::client::local_http_client(&url)
+        .get(format!("{url}/healthz"))
         .timeout(Duration::from_secs(5))
-        .danger_accept_invalid_certs(
-            url.starts_with("https://127.") || url.starts_with("https://localhost"),
-        )
-        .build()
+        .send()
+        .await
         .ok()?;
-    client.get(format!("{url}/healthz")).send().await.ok()?;
     Some((url, token.trim().to_string()))
 }
 

@@ -192,6 +192,14 @@ pub async fn run(_config: Config, args: BackupBenchArgs) -> anyhow::Result<()> {
     let rows = fill(running.store(), tenant, &data_dir, args.size_mb).await?;
     let db_bytes = crate::ops::fsutil::tree_size(&data_dir.join(crate::app::DATABASE_FILE));
 
+    // Warm-up (connections, first conversations), not measured.
+    load(
+        url.clone(),
+        args.rate,
+        20_000_000,
+        tokio::time::sleep(Duration::from_secs(1)),
+    )
+    .await;
     println!(
         "baseline: {} webhooks/s for {} s without a backup ...",
         args.rate, args.baseline_secs
