@@ -340,7 +340,7 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        let published = commit_batch(&db, batch, &mut next_seq);
+        commit_batch(&db, batch, &mut next_seq, &listener);
         if let Ok(mut s) = stats.lock() {
             s.commits += 1;
             s.jobs += size as u64;
@@ -350,28 +350,35 @@ fn writer_loop(
             elapsed_us = started.elapsed().as_micros() as u64,
             "group commit"
         );
-        if !published.is_empty() {
-            listener(published);
-        }
     }
     tracing::debug!("writer thread stopped");
 }
 
 /// Runs a batch of jobs in one transaction. A job whose own logic fails is answered with its error
 /// and the batch is retried without it, so one bad write never takes others down with it.
-fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) -> Vec<Envelope> {
+/// The listener hears of a commit's events before its writers are answered, so a caller whose
+/// write returned knows its events are already on their way to the consumers.
+fn commit_batch(
+    db: &Database,
+    mut jobs: Vec<Box<dyn Job>>,
+    next_seq: &mut u64,
+    listener: &CommitListener,
+) {
     loop {
         if jobs.is_empty() {
-            return Vec::new();
+            return;
         }
         let attempt = run_jobs(db, &mut jobs, *next_seq);
         match attempt {
             Ok((seq_after, published)) => {
                 *next_seq = seq_after;
+                if !published.is_empty() {
+                    listener(published);
+                }
                 for job in jobs {
                     job.finish(Ok(()));
                 }
-                return published;
+                return;
             }
             Err(BatchFailure::Job(index, error)) => {
                 let failed = jobs.remove(index);
@@ -383,7 +390,7 @@ fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) 
                 for job in jobs {
                     job.finish(Err(StoreError::Io(message.clone())));
                 }
-                return Vec::new();
+                return;
             }
         }
     }
