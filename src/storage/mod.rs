@@ -340,11 +340,13 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        commit_batch(&db, batch, &mut next_seq, &listener);
+        // Counted before the writers are answered, so a caller that saw its write return also
+        // sees it in the statistics.
         if let Ok(mut s) = stats.lock() {
             s.commits += 1;
             s.jobs += size as u64;
         }
+        commit_batch(&db, batch, &mut next_seq, &listener);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
