@@ -179,6 +179,16 @@ fn matrix() -> Vec<(&'static str, &'static str, Who)> {
             "/api/v1/tenants/{tenant}/invitations/{invitation}",
             AdminPeople,
         ),
+        ("GET", "/api/v1/ops/snapshot", Operator),
+        ("GET", "/api/v1/ops/audit", Operator),
+        ("POST", "/api/v1/ops/retention/sweep", Operator),
+        ("GET", "/api/v1/tenants/{tenant}/retention", Operator),
+        ("PUT", "/api/v1/tenants/{tenant}/retention", Operator),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant}/customers/{customer}/erase",
+            Operator,
+        ),
         ("GET", "/api/v1/billing/plans", Operator),
         ("POST", "/api/v1/billing/plans", Operator),
         ("GET", "/api/v1/billing/plans/{plan}", Operator),
@@ -354,6 +364,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         ),
         ("key", scratch_key),
         ("plan", "growth".to_string()),
+        ("customer", "6281299999999".to_string()),
         ("period", "current".to_string()),
     ]);
     Fixture { creds, params }
@@ -382,6 +393,7 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<Value> {
         "/api/v1/billing/plans/{plan}" => json!({"name": "Growth"}),
         "/api/v1/tenants/{tenant}/billing/plan" => json!({"plan": "enterprise"}),
         "/api/v1/tenants/{tenant}/billing/overrides" => json!({}),
+        "/api/v1/tenants/{tenant}/retention" => json!({"conversation_days": 365}),
         "/api/v1/tenants/{tenant}/channels" => {
             json!({"type": "sandbox", "name": format!("Sandbox {n}")})
         }

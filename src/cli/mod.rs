@@ -4,7 +4,7 @@
 //! way there is one code path for every change: the API.
 
 mod billing;
-mod client;
+pub mod client;
 mod people;
 mod simulate;
 
@@ -72,6 +72,30 @@ pub enum Command {
     /// Benchmarks (printed as ratios against a baseline measured in the same run).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Copy the data directory consistently, even while the service runs and takes traffic. The
+    /// copy is checked, then moved into DEST (a new or empty directory).
+    Backup { dest: PathBuf },
+    /// Check a backup, then put it in place of the data directory (stop the service first). The
+    /// replaced directory is kept aside.
+    Restore {
+        src: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Check the store: redb's integrity check and every record (stop the service first).
+    Check,
+    /// Check configuration, permissions, disk space, models, certificate and remote APIs.
+    Doctor,
+    /// Per-tenant data retention.
+    #[command(subcommand)]
+    Retention(crate::ops::cli::RetentionCommand),
+    /// Erase everything stored about one customer of a tenant (audited).
+    EraseCustomer {
+        tenant: String,
+        /// The customer's WhatsApp number (digits, country code first).
+        customer: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -183,6 +207,10 @@ pub fn init_logging(format: LogFormat) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Doctor = cli.command {
+        // The doctor reports a broken configuration instead of failing on it.
+        return crate::ops::doctor::run(cli.config.as_deref(), cli.data_dir.clone()).await;
+    }
     let mut config = load_config(&cli)?;
     match cli.command {
         Command::Serve(args) => {
@@ -204,6 +232,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => people::audit(config, args).await,
         Command::Simulate(args) => simulate::run(config, args).await,
         Command::Bench(cmd) => crate::bench::run(config, cmd).await,
+        Command::Backup { dest } => crate::ops::cli::backup(config, dest).await,
+        Command::Restore { src, yes } => crate::ops::cli::restore(config, src, yes).await,
+        Command::Check => crate::ops::cli::check(config).await,
+        Command::Doctor => Ok(()),
+        Command::Retention(cmd) => crate::ops::cli::retention(config, cmd).await,
+        Command::EraseCustomer { tenant, customer } => {
+            crate::ops::cli::erase_customer(config, tenant, customer).await
+        }
     }
 }
 

@@ -22,6 +22,8 @@ pub const USERS: u8 = 30;
 pub const API_KEYS: u8 = 31;
 pub const INVITATIONS: u8 = 32;
 pub const TENANT_AUDIT: u8 = 33;
+/// Operations (50-59): a tenant's retention policy.
+pub const RETENTION_POLICY: u8 = 50;
 
 pub const ALL_TENANT_TAGS: &[u8] = &[
     TENANT_SETTINGS,
@@ -42,6 +44,7 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     API_KEYS,
     INVITATIONS,
     TENANT_AUDIT,
+    RETENTION_POLICY,
 ];
 
 // Global collections (operator path; keys: tag | suffix).
@@ -71,6 +74,10 @@ pub const OIDC_LINKS: u8 = 35;
 pub const SIGN_IN_LOCKOUTS: u8 = 36;
 /// Audit entries not owned by one tenant (operator actions, unknown sign-in names).
 pub const GLOBAL_AUDIT: u8 = 37;
+/// Operations (50-59): the minimal audit trail (erasures, restores) the audit log will absorb.
+pub const OPS_AUDIT: u8 = 50;
+/// Operations: the row `/readyz` writes to prove the store takes writes.
+pub const OPS_PROBE: u8 = 51;
 
 pub const ALL_GLOBAL_TAGS: &[u8] = &[
     GLOBAL_META_TAG,
@@ -90,6 +97,8 @@ pub const ALL_GLOBAL_TAGS: &[u8] = &[
     OIDC_LINKS,
     SIGN_IN_LOCKOUTS,
     GLOBAL_AUDIT,
+    OPS_AUDIT,
+    OPS_PROBE,
 ];
 
 #[cfg(test)]

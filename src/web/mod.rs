@@ -7,7 +7,7 @@ pub mod error;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::{Json, Router};
+use axum::Router;
 
 use crate::config::Config;
 use crate::conversations::LiveBus;
@@ -37,6 +37,8 @@ pub struct AppInner {
     pub people: Arc<crate::people::PeopleState>,
     /// Services holding tenant data outside redb's tenant rows, told when a tenant is deleted.
     pub tenant_data: crate::tenants::lifecycle::DataOwners,
+    /// Operations: readiness, disk guard, limiters, data hooks, TLS (see `crate::ops`).
+    pub ops: Arc<crate::ops::OpsState>,
 }
 
 impl std::ops::Deref for AppState {
@@ -54,7 +56,7 @@ const API_BODY_LIMIT: usize = 1024 * 1024;
 pub fn api(_state: &AppState) -> Api {
     Api::new()
         .get("/healthz", Access::Public, healthz)
-        .get("/readyz", Access::Public, readyz)
+        .merge(crate::ops::routes::api())
         .merge(crate::whatsapp::routes::api())
         .merge(crate::tenants::routes::api())
         .merge(crate::conversations::routes::api())
@@ -66,24 +68,19 @@ pub fn router(state: AppState) -> Router {
     let (router, _) = api(&state).into_router(&state);
     router
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        // Outermost first: who is calling, then the webhook guard (limits, disk, shedding).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ops::guard::webhook_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.ops.proxies.clone(),
+            crate::ops::clientip::resolve_client,
+        ))
         .with_state(state)
 }
 
+/// The process is up and serving HTTP (liveness). Readiness is `/readyz` (`ops::routes`).
 async fn healthz() -> &'static str {
     "ok"
-}
-
-async fn readyz(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut depth = serde_json::Map::new();
-    for consumer in crate::events::Consumer::ALL {
-        depth.insert(
-            consumer.name().into(),
-            crate::events::queue_depth(&state.store, *consumer)?.into(),
-        );
-    }
-    Ok(Json(
-        serde_json::json!({"status": "ready", "queue_depth": depth}),
-    ))
 }
