@@ -14,6 +14,8 @@ pub mod config;
 pub mod conversations;
 pub mod events;
 pub mod knowledge;
+pub mod ops;
+pub mod people;
 pub mod storage;
 pub mod tenants;
 pub mod testkit;

@@ -67,6 +67,19 @@ impl TurnRunner for Assistant {
     }
 }
 
+/// The metrics label of a handoff reason (a closed set).
+fn handoff_label(reason: &HandoffReason) -> &'static str {
+    match reason {
+        HandoffReason::CustomerAsked => "customer_asked",
+        HandoffReason::NoGroundedAnswer => "no_grounded_answer",
+        HandoffReason::ToolCall { .. } => "tool_call",
+        HandoffReason::ProviderFailure { .. } => "provider_failure",
+        HandoffReason::ToolLoop => "tool_loop",
+        HandoffReason::NonTextMessage => "non_text_message",
+        HandoffReason::QuotaExhausted => "quota_exhausted",
+    }
+}
+
 struct TurnInput {
     tenant: Tenant,
     conversation: Conversation,
@@ -239,7 +252,25 @@ impl Assistant {
         let sources: Vec<Source> = passages.iter().map(KnowledgePassage::to_source).collect();
         for _round in 0..self.max_tool_rounds {
             let request = ChatRequest::new(messages.clone()).with_tools(vec![handoff_tool()]);
-            let response: ChatResponse = match llm.chat(&request).await {
+            let started = std::time::Instant::now();
+            let answer = llm.chat(&request).await;
+            match &answer {
+                Ok(r) => crate::ops::metrics::llm_call(
+                    input.tenant.id,
+                    "ok",
+                    started.elapsed(),
+                    r.usage.prompt_tokens,
+                    r.usage.completion_tokens,
+                ),
+                Err(e) => crate::ops::metrics::llm_call(
+                    input.tenant.id,
+                    e.code(),
+                    started.elapsed(),
+                    0,
+                    0,
+                ),
+            }
+            let response: ChatResponse = match answer {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(tenant = %input.tenant.id, conversation = %input.conversation.id, code = e.code(), "generation failed; handing off");
@@ -310,6 +341,11 @@ impl Assistant {
     ) -> Result<(), StoreError> {
         let tenant = turn.tenant;
         let metering = self.metering;
+        let (outcome, handoff) = match &decision {
+            Decision::Reply { .. } => ("reply", None),
+            Decision::HandOff { reason, .. } => ("handoff", Some(handoff_label(reason))),
+            Decision::Silent => ("silent", None),
+        };
         let changed = self
             .store
             .write(move |ctx| {
@@ -377,6 +413,10 @@ impl Assistant {
             })
             .await?;
         if changed {
+            crate::ops::metrics::turn(tenant, outcome);
+            if let Some(reason) = handoff {
+                crate::ops::metrics::handoff(tenant, reason);
+            }
             self.live
                 .publish(LiveUpdate::message(tenant, turn.conversation));
         }

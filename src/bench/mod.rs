@@ -17,6 +17,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Backup time and throughput on a data directory of a given size, and the webhook p99
+    /// during the backup against the same load without it.
+    Backup(crate::ops::bench::BackupBenchArgs),
     /// What the quota check adds to an assistant turn: the turn's commit with metering on and
     /// off (alternating, same run), the pre-check, and the metering step alone.
     Quota {
@@ -52,8 +55,9 @@ pub enum BenchCommand {
     },
 }
 
-pub async fn run(_config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
+pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Backup(args) => crate::ops::bench::run(config, args).await,
         BenchCommand::Ingest { .. } => anyhow::bail!("not yet"),
         BenchCommand::Quota {
             turns,

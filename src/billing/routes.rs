@@ -6,8 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::Json;
 use jiff::Timestamp;
 use serde::Deserialize;
 
@@ -17,34 +16,49 @@ use super::report::{self, AccountView, OverviewRow, PeriodSummary};
 use super::statement::{self, Statement};
 use super::subscription;
 use super::BillingError;
+use crate::people::Role;
 use crate::tenants::{self, Tenant};
+use crate::web::access::{Access, Api};
 use crate::web::auth::Operator;
 use crate::web::{ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/billing/plans", get(list_plans).post(create_plan))
-        .route(
+/// Plans and assignments are the operator's; a tenant's admins read their own plan, usage,
+/// statements and quota warnings.
+pub fn api() -> Api {
+    let admin = Access::Tenant(Role::Admin);
+    Api::new()
+        .get("/api/v1/billing/plans", Access::Operator, list_plans)
+        .post("/api/v1/billing/plans", Access::Operator, create_plan)
+        .get("/api/v1/billing/plans/{plan}", Access::Operator, get_plan)
+        .patch(
             "/api/v1/billing/plans/{plan}",
-            get(get_plan).patch(update_plan),
+            Access::Operator,
+            update_plan,
         )
-        .route("/api/v1/billing/tenants", get(overview))
-        .route("/api/v1/tenants/{tenant}/billing", get(account))
-        .route("/api/v1/tenants/{tenant}/billing/plan", put(change_plan))
-        .route(
+        .get("/api/v1/billing/tenants", Access::Operator, overview)
+        .get("/api/v1/tenants/{tenant}/billing", admin, account)
+        .put(
+            "/api/v1/tenants/{tenant}/billing/plan",
+            Access::Operator,
+            change_plan,
+        )
+        .put(
             "/api/v1/tenants/{tenant}/billing/overrides",
-            put(set_overrides),
+            Access::Operator,
+            set_overrides,
         )
-        .route("/api/v1/tenants/{tenant}/billing/periods", get(periods))
-        .route(
+        .get("/api/v1/tenants/{tenant}/billing/periods", admin, periods)
+        .get(
             "/api/v1/tenants/{tenant}/billing/periods/{period}",
-            get(period_statement),
+            admin,
+            period_statement,
         )
-        .route(
+        .get(
             "/api/v1/tenants/{tenant}/billing/periods/{period}/statement.csv",
-            get(period_csv),
+            admin,
+            period_csv,
         )
-        .route("/api/v1/tenants/{tenant}/billing/warnings", get(warnings))
+        .get("/api/v1/tenants/{tenant}/billing/warnings", admin, warnings)
 }
 
 impl From<BillingError> for ApiError {
@@ -115,7 +129,6 @@ async fn overview(
 }
 
 async fn account(
-    _op: Operator,
     State(state): State<AppState>,
     Path(t): Path<String>,
 ) -> Result<Json<AccountView>, ApiError> {
@@ -166,7 +179,6 @@ async fn set_overrides(
 }
 
 async fn periods(
-    _op: Operator,
     State(state): State<AppState>,
     Path(t): Path<String>,
 ) -> Result<Json<Vec<PeriodSummary>>, ApiError> {
@@ -175,7 +187,6 @@ async fn periods(
 }
 
 async fn period_statement(
-    _op: Operator,
     State(state): State<AppState>,
     Path((t, period)): Path<(String, String)>,
 ) -> Result<Json<Statement>, ApiError> {
@@ -189,7 +200,6 @@ async fn period_statement(
 }
 
 async fn period_csv(
-    _op: Operator,
     State(state): State<AppState>,
     Path((t, period)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -210,7 +220,6 @@ async fn period_csv(
 }
 
 async fn warnings(
-    _op: Operator,
     State(state): State<AppState>,
     Path(t): Path<String>,
 ) -> Result<Json<Vec<QuotaWarning>>, ApiError> {

@@ -4,6 +4,7 @@
 //! channels are tenant-owned rows. Channel secrets are sealed with the master key.
 
 pub mod crypto;
+pub mod lifecycle;
 pub mod routes;
 
 use serde::{Deserialize, Serialize};
