@@ -269,6 +269,7 @@ pub async fn launch(
             dashboard,
         }),
     };
+    state.tenant_data.register(state.dashboard.search.clone());
     workers.extend(crate::ops::spawn_background(&state, stop_rx.clone()));
     let metrics_addr = match state.config.metrics_listen {
         Some(at) => {

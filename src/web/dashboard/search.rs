@@ -96,6 +96,8 @@ pub struct SearchIndex {
     writer: Mutex<IndexWriter>,
     fields: Fields,
     progress: Mutex<Progress>,
+    /// Tenants deleted (or being deleted): never indexed again.
+    purged: Mutex<HashSet<TenantId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,6 +143,7 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             fields,
             progress: Mutex::new(progress),
+            purged: Mutex::default(),
         })
     }
 
@@ -293,6 +296,9 @@ impl SearchIndex {
     /// Indexes the tenant's feed entries after its last position. Returns whether anything
     /// changed.
     fn catch_up(&self, store: &Store, tenant: TenantId) -> Result<bool, SearchError> {
+        if lock(&self.purged).contains(&tenant) {
+            return Ok(false);
+        }
         let known = lock(&self.progress).tenants.get(&tenant).copied();
         let Some(mut after) = known else {
             let latest = self.rebuild_tenant(store, tenant)?;
@@ -369,6 +375,32 @@ impl SearchIndex {
             self.commit()?;
         }
         Ok(())
+    }
+
+    /// Removes every document of `tenant` from the index files themselves (merged away, not
+    /// only marked deleted), and stops indexing it. Returns how many documents it had.
+    pub fn purge(&self, tenant: TenantId) -> Result<u64, SearchError> {
+        lock(&self.purged).insert(tenant);
+        let term = Term::from_field_text(self.fields.tenant, &tenant.to_string());
+        let had = self.reader.searcher().search(
+            &TermQuery::new(term.clone(), IndexRecordOption::Basic),
+            &tantivy::collector::Count,
+        )? as u64;
+        lock(&self.progress).tenants.remove(&tenant);
+        {
+            let w = lock(&self.writer);
+            w.delete_term(term);
+        }
+        self.commit()?;
+        let mut w = lock(&self.writer);
+        let segments = self.index.searchable_segment_ids()?;
+        if !segments.is_empty() {
+            w.merge(&segments).wait()?;
+        }
+        w.garbage_collect_files().wait()?;
+        drop(w);
+        self.reader.reload()?;
+        Ok(had)
     }
 
     /// Follows the live bus (and a slow tick for anything a dropped notice hid).
@@ -517,6 +549,37 @@ mod tests {
         assert_eq!(index.search(acme, "espresso", 10).unwrap(), vec![budi.id]);
     }
 
+    #[tokio::test]
+    async fn a_purged_tenant_leaves_nothing_in_the_index_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), 64, Box::new(|_| {})).unwrap();
+        let (gone, kept) = (TenantId::new(), TenantId::new());
+        let c = conversation("Gone Customer", "6281111222333");
+        let k = conversation("Kept", "6289999888777");
+        store_with(&store, gone, &c, "secret espresso order").await;
+        store_with(&store, kept, &k, "espresso").await;
+        let path = dir.path().join("search");
+        let index = SearchIndex::open_or_rebuild(&path).unwrap();
+        let both: HashSet<_> = [gone, kept].into_iter().collect();
+        index.sync(&store, Some(&both)).unwrap();
+        let files_mention = |needle: &str| {
+            std::fs::read_dir(&path).unwrap().any(|entry| {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                String::from_utf8_lossy(&bytes).contains(needle)
+            })
+        };
+        // The check below means something: the files do spell the tenant's id out.
+        assert!(files_mention(&gone.to_string()));
+        assert_eq!(index.purge(gone).unwrap(), 2);
+        // Syncing again does not bring it back.
+        index.sync(&store, Some(&both)).unwrap();
+        assert!(index.search(gone, "espresso", 5).unwrap().is_empty());
+        assert_eq!(index.search(kept, "espresso", 5).unwrap(), vec![k.id]);
+        assert!(!files_mention(&gone.to_string()));
+        assert!(!files_mention("6281111222333") && !files_mention(&c.id.to_string()));
+        assert!(files_mention(&kept.to_string()));
+    }
+
     #[test]
     fn an_unreadable_index_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
@@ -525,5 +588,21 @@ mod tests {
         std::fs::write(path.join("meta.json"), b"{not json").unwrap();
         let index = SearchIndex::open_or_rebuild(&path).unwrap();
         assert!(index.search(TenantId::new(), "x", 5).unwrap().is_empty());
+    }
+}
+
+impl crate::tenants::lifecycle::TenantDataOwner for SearchIndex {
+    fn name(&self) -> &'static str {
+        "conversation search"
+    }
+
+    fn purge_tenant(
+        &self,
+        tenant: &crate::tenants::Tenant,
+    ) -> Result<crate::tenants::lifecycle::PurgeReport, String> {
+        let removed = self.purge(tenant.id).map_err(|e| e.to_string())?;
+        let mut report = crate::tenants::lifecycle::PurgeReport::default();
+        report.detail.insert("search_documents".into(), removed);
+        Ok(report)
     }
 }
