@@ -448,6 +448,22 @@ impl SearchIndex {
     }
 }
 
+impl crate::tenants::lifecycle::TenantDataOwner for SearchIndex {
+    fn name(&self) -> &'static str {
+        "conversation search"
+    }
+
+    fn purge_tenant(
+        &self,
+        tenant: &crate::tenants::Tenant,
+    ) -> Result<crate::tenants::lifecycle::PurgeReport, String> {
+        let removed = self.purge(tenant.id).map_err(|e| e.to_string())?;
+        let mut report = crate::tenants::lifecycle::PurgeReport::default();
+        report.detail.insert("search_documents".into(), removed);
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,21 +604,5 @@ mod tests {
         std::fs::write(path.join("meta.json"), b"{not json").unwrap();
         let index = SearchIndex::open_or_rebuild(&path).unwrap();
         assert!(index.search(TenantId::new(), "x", 5).unwrap().is_empty());
-    }
-}
-
-impl crate::tenants::lifecycle::TenantDataOwner for SearchIndex {
-    fn name(&self) -> &'static str {
-        "conversation search"
-    }
-
-    fn purge_tenant(
-        &self,
-        tenant: &crate::tenants::Tenant,
-    ) -> Result<crate::tenants::lifecycle::PurgeReport, String> {
-        let removed = self.purge(tenant.id).map_err(|e| e.to_string())?;
-        let mut report = crate::tenants::lifecycle::PurgeReport::default();
-        report.detail.insert("search_documents".into(), removed);
-        Ok(report)
     }
 }
