@@ -1121,3 +1121,110 @@ async fn bench_live_runs_small() {
     );
     assert!(stdout.contains("commit -> socket p99"), "{stdout}");
 }
+
+#[tokio::test]
+async fn people_with_accounts_sign_in_with_their_password_and_act_by_their_role() {
+    let app = TestApp::start(Options::quiet()).await;
+    let acme = app.tenant_with_channel("acme", ACME_PHONE).await;
+    app.create_user("acme", "vera@acme.test", "viewer", &[])
+        .await;
+    app.create_user("acme", "agus@acme.test", "agent", &[])
+        .await;
+    customer_writes(&app, ACME_PHONE, BUDI, "wamid.u1", "hello").await;
+    let c = app.wait_for(WAIT, |a| a.conversation_of(acme, BUDI)).await;
+    let http = no_redirects();
+    let sign_in_as = |email: &'static str, password: &'static str| {
+        let http = http.clone();
+        let url = app.url.clone();
+        async move {
+            let form = http.get(format!("{url}/dash/signin")).send().await.unwrap();
+            let signin = cookie_from(&form, "wacrm_signin").unwrap();
+            let csrf = csrf_in(&form.text().await.unwrap());
+            http.post(format!("{url}/dash/signin/password"))
+                .header("cookie", format!("wacrm_signin={signin}"))
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("email", email),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let wrong = sign_in_as("vera@acme.test", "not her password").await;
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(cookie_from(&wrong, "__Host-wacrm_session").is_none());
+    assert!(wrong
+        .text()
+        .await
+        .unwrap()
+        .contains("wrong email or password"));
+
+    let mut pages = Vec::new();
+    for email in ["vera@acme.test", "agus@acme.test"] {
+        let resp = sign_in_as(email, support::people::PASSWORD).await;
+        assert_eq!(resp.status().as_u16(), 303);
+        let token = cookie_from(&resp, "__Host-wacrm_session").expect("a session cookie");
+        let cookie = format!("__Host-wacrm_session={token}");
+        let html = http
+            .get(format!("{}/dash/c/{}", app.url, c.id))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        pages.push((cookie, csrf_in(&html), html));
+    }
+    let (vera, vera_csrf, vera_page) = &pages[0];
+    assert!(vera_page.contains("vera@acme.test · viewer"));
+    assert!(!vera_page.contains("id=\"takeover\""));
+    let takeover = |cookie: String, csrf: String| {
+        let http = http.clone();
+        let url = format!("{}/dash/c/{}/takeover", app.url, c.id);
+        async move {
+            http.post(url)
+                .header("cookie", cookie)
+                .form(&[("csrf", csrf)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(takeover(vera.clone(), vera_csrf.clone()).await, 403);
+    let (agus, agus_csrf, agus_page) = &pages[1];
+    assert!(agus_page.contains("agus@acme.test · agent"));
+    assert_eq!(takeover(agus.clone(), "forged".into()).await, 403);
+    assert_eq!(takeover(agus.clone(), agus_csrf.clone()).await, 303);
+    assert_eq!(
+        app.conversation_of(acme, BUDI).unwrap().state,
+        ConversationState::Human
+    );
+
+    // Their live channel works too, and signing out ends the session everywhere.
+    let who = Http {
+        cookie: agus.clone(),
+        csrf: agus_csrf.clone(),
+    };
+    let mut ws = live(&app, &who, None).await;
+    events_until(&mut ws, |e| e["t"] == "ready").await;
+    let out = http
+        .post(format!("{}/dash/signout", app.url))
+        .header("cookie", agus)
+        .form(&[("csrf", agus_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    let after = http
+        .get(format!("{}/dash/inbox", app.url))
+        .header("cookie", agus)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.headers()["location"], "/dash/signin");
+}

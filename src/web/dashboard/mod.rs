@@ -72,6 +72,7 @@ pub fn router() -> Router<AppState> {
             get(|| async { axum::response::Redirect::to("/dash/inbox") }),
         )
         .route("/dash/signin", get(pages::signin_form).post(pages::signin))
+        .route("/dash/signin/password", post(pages::signin_password))
         .route("/dash/signout", post(pages::signout))
         .route("/dash/inbox", get(pages::inbox))
         .route("/dash/inbox/list", get(pages::inbox_list))

@@ -194,6 +194,42 @@ pub async fn signin(
 }
 
 #[derive(Deserialize)]
+pub struct PasswordForm {
+    csrf: String,
+    email: String,
+    password: String,
+}
+
+/// A person with a user account signs in (the people service checks the password, throttles
+/// and locks out, and opens the session).
+pub async fn signin_password(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<PasswordForm>,
+) -> Result<Response, DashError> {
+    let cookie = session::cookie_value(&headers, session::SIGNIN_COOKIE).unwrap_or_default();
+    if cookie.is_empty() || !session::constant_time_eq(cookie.as_bytes(), f.csrf.as_bytes()) {
+        return Err(DashError::Forbidden(
+            "the sign-in form expired; reload it and try again".into(),
+        ));
+    }
+    let credentials = crate::people::signin::Credentials {
+        email: f.email.clone(),
+        password: f.password,
+    };
+    match crate::people::signin::sign_in(&state.store, &state.people, credentials, Some(peer.ip()))
+        .await
+    {
+        Ok(opened) => {
+            let cookie = opened.cookie(&state.people.settings);
+            Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/dash/inbox")).into_response())
+        }
+        Err(e) => signin_page(&state, Some(e.to_string()), String::new(), f.email),
+    }
+}
+
+#[derive(Deserialize)]
 pub struct CsrfForm {
     csrf: String,
 }
@@ -208,8 +244,21 @@ pub async fn signout(
     if let Some(secret) = session::cookie_value(&headers, session::SESSION_COOKIE) {
         state.dashboard.sessions.remove(&secret);
     }
+    if let Some(token) = crate::people::sessions::token_from_cookies(&headers) {
+        crate::people::sessions::delete(&state.store, &token).await?;
+    }
     let cookie = session::set_cookie(&state, session::SESSION_COOKIE, "", Some(0));
-    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/dash/signin")).into_response())
+    Ok((
+        axum::response::AppendHeaders([
+            (header::SET_COOKIE, cookie),
+            (
+                header::SET_COOKIE,
+                crate::people::sessions::clearing_cookie(),
+            ),
+        ]),
+        Redirect::to("/dash/signin"),
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------

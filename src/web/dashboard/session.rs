@@ -1,11 +1,12 @@
 //! Who is looking at the dashboard: the `Viewer` extractor, the TEMPORARY sign-in, and CSRF.
 //!
-//! Until people, roles and sessions land (their own branch), signing in takes the operator token
-//! and lets the operator choose the tenant, a role (admin, agent, viewer), a display name and an
-//! optional outlet. Every tenant, role and outlet check of the dashboard (pages, actions and the
-//! live channel) goes through `Viewer`, so moving to the real `Principal` is a change here only.
-//! Sessions are kept in memory (a restart signs everyone out) and sent as a Secure (on https),
-//! HttpOnly, SameSite=Strict cookie; every POST carries the session's CSRF token.
+//! Two ways in. People with a user account sign in with their email and password (the people
+//! service's session and its CSRF token; the role and outlets are theirs). The operator, until
+//! operator accounts have a dashboard of their own, signs in with the operator token and chooses
+//! the tenant, a role (admin, agent, viewer), a display name and an optional outlet; those
+//! sessions are kept in memory (a restart signs them out) and sent as a Secure (on https),
+//! HttpOnly, SameSite=Strict cookie. Every tenant, role and outlet check of the dashboard (pages,
+//! actions and the live channel) goes through `Viewer`; every POST carries the CSRF token.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +16,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use rand::RngCore;
+use sha2::Digest;
 
 use super::error::DashError;
 use crate::storage::{OutletId, TenantId};
@@ -217,22 +219,66 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = DashError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DashError> {
-        let secret = cookie_value(&parts.headers, SESSION_COOKIE).ok_or(DashError::SignIn)?;
-        let viewer = state
-            .dashboard
-            .sessions
-            .get(&secret)
-            .ok_or(DashError::SignIn)?;
-        // A tenant suspended or deleted since sign-in ends the session.
-        match crate::tenants::get_tenant(&state.store, viewer.tenant) {
-            Ok(Some(t)) if t.status == crate::tenants::TenantStatus::Active => Ok(viewer),
-            Ok(_) => {
-                state.dashboard.sessions.remove(&secret);
-                Err(DashError::SignIn)
+        if let Some(secret) = cookie_value(&parts.headers, SESSION_COOKIE) {
+            if let Some(viewer) = state.dashboard.sessions.get(&secret) {
+                // A tenant suspended or deleted since sign-in ends the session.
+                return match crate::tenants::get_tenant(&state.store, viewer.tenant) {
+                    Ok(Some(t)) if t.status == crate::tenants::TenantStatus::Active => Ok(viewer),
+                    Ok(_) => {
+                        state.dashboard.sessions.remove(&secret);
+                        Err(DashError::SignIn)
+                    }
+                    Err(e) => Err(DashError::from(crate::web::ApiError::from(e))),
+                };
             }
-            Err(e) => Err(DashError::from(crate::web::ApiError::from(e))),
         }
+        people_viewer(state, &parts.headers)?.ok_or(DashError::SignIn)
     }
+}
+
+/// A person signed in with a user account (the people service's session cookie). Their forms
+/// carry the session's CSRF token as a field, since a form cannot send the API's header.
+fn people_viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, DashError> {
+    use crate::web::auth::{MemberKind, Principal};
+    let Some(token) = crate::people::sessions::token_from_cookies(headers) else {
+        return Ok(None);
+    };
+    // As a read: the API's CSRF header is not what guards these pages (`check_csrf` is).
+    let Ok(Some((Principal::Member(member), Some(_)))) =
+        crate::web::auth::resolve(state, &axum::http::Method::GET, headers)
+    else {
+        return Ok(None);
+    };
+    let MemberKind::User { email, .. } = &member.kind else {
+        return Ok(None);
+    };
+    let Some(tenant) = crate::tenants::get_tenant(&state.store, member.tenant)?
+        .filter(|t| t.status == crate::tenants::TenantStatus::Active)
+    else {
+        return Ok(None);
+    };
+    let role = match member.role {
+        crate::people::Role::Viewer => Role::Viewer,
+        crate::people::Role::Agent => Role::Agent,
+        crate::people::Role::Admin => Role::Admin,
+    };
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    Ok(Some(Viewer {
+        tenant: tenant.id,
+        tenant_slug: tenant.slug,
+        tenant_name: tenant.name,
+        time_zone: tenant.time_zone,
+        role,
+        outlets: member.outlets.clone(),
+        name: email.clone(),
+        operator: false,
+        csrf: crate::people::sessions::csrf_token(&token),
+        // Marks this session's tabs for presence; the top bit keeps it apart from the
+        // temporary sessions' small numbers.
+        session_id: u64::from_be_bytes(first) | (1 << 63),
+    }))
 }
 
 /// An optional viewer: pages that also work signed out (the sign-in page).
