@@ -17,6 +17,8 @@ use crate::config::{Config, LlmSettings};
 use crate::conversations::turns::{run_scheduler, TurnScheduler};
 use crate::conversations::{inbound, LiveBus};
 use crate::events::{Consumer, Dispatcher, Envelope};
+use crate::knowledge::ingest::IngestHandler;
+use crate::knowledge::KnowledgeService;
 use crate::storage::Store;
 use crate::tenants::crypto::MasterKey;
 use crate::web::{self, AppInner, AppState};
@@ -167,10 +169,12 @@ pub async fn launch(
         live.clone(),
     );
     let (turns, turn_rx) = TurnScheduler::channel();
+    let knowledge = KnowledgeService::open(&config, store.clone())
+        .map_err(|e| LaunchError::Setup(format!("knowledge: {e}")))?;
     let assistant = Assistant {
         store: store.clone(),
         llm: llm_client(&config)?,
-        knowledge: None,
+        knowledge: Some(knowledge.clone()),
         sender: sender.clone(),
         live: live.clone(),
         history_messages: config.pipeline.history_messages,
@@ -188,6 +192,9 @@ pub async fn launch(
             live.clone(),
         ),
         Arc::new(sender.clone()),
+        Arc::new(IngestHandler {
+            service: knowledge.clone(),
+        }),
     ];
     for handler in handlers {
         let rx = receivers
@@ -201,6 +208,7 @@ pub async fn launch(
             stop_rx.clone(),
         )));
     }
+    workers.push(knowledge.start(stop_rx.clone()));
     workers.push(tokio::spawn(run_scheduler(
         store.clone(),
         Arc::new(assistant),
@@ -218,6 +226,7 @@ pub async fn launch(
             live,
             sender,
             operator_token,
+            knowledge,
         }),
     };
     let addr = listener

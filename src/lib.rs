@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod conversations;
 pub mod events;
+pub mod knowledge;
 pub mod storage;
 pub mod tenants;
 pub mod testkit;

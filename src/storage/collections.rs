@@ -12,6 +12,16 @@ pub const MESSAGES: u8 = 7;
 pub const MESSAGE_BY_WAMID: u8 = 8;
 pub const INBOUND_RECEIVED: u8 = 9;
 pub const PENDING_TURNS: u8 = 10;
+// knowledge: 20-29
+pub const KNOWLEDGE_BASES: u8 = 20;
+pub const DOCUMENTS: u8 = 21;
+pub const CHUNKS: u8 = 22;
+pub const CHUNK_VECTORS: u8 = 23;
+pub const CHUNK_BY_HASH: u8 = 24;
+pub const DOCUMENT_CHUNKS: u8 = 25;
+pub const DOCUMENT_BY_HASH: u8 = 26;
+pub const KNOWLEDGE_SETTINGS: u8 = 27;
+pub const KNOWLEDGE_COUNTERS: u8 = 28;
 
 pub const ALL_TENANT_TAGS: &[u8] = &[
     TENANT_SETTINGS,
@@ -24,6 +34,15 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     MESSAGE_BY_WAMID,
     INBOUND_RECEIVED,
     PENDING_TURNS,
+    KNOWLEDGE_BASES,
+    DOCUMENTS,
+    CHUNKS,
+    CHUNK_VECTORS,
+    CHUNK_BY_HASH,
+    DOCUMENT_CHUNKS,
+    DOCUMENT_BY_HASH,
+    KNOWLEDGE_SETTINGS,
+    KNOWLEDGE_COUNTERS,
 ];
 
 // Global collections (operator path; keys: tag | suffix).

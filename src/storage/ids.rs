@@ -62,3 +62,5 @@ id_type!(ChannelId);
 id_type!(ContactId);
 id_type!(ConversationId);
 id_type!(MessageId);
+id_type!(KnowledgeBaseId);
+id_type!(DocumentId);

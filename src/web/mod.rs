@@ -32,6 +32,7 @@ pub struct AppInner {
     pub live: LiveBus,
     pub sender: SenderHandle,
     pub operator_token: String,
+    pub knowledge: Arc<crate::knowledge::KnowledgeService>,
 }
 
 impl std::ops::Deref for AppState {
@@ -52,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::tenants::routes::router())
         .merge(crate::conversations::routes::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        // Uploads carry their own, larger limit (knowledge.max_document_bytes).
+        .merge(crate::knowledge::routes::router(&state))
         .with_state(state)
 }
 

@@ -1,0 +1,305 @@
+//! BM25 full text: one tantivy index for every tenant. Each entry carries its tenant and base as
+//! raw terms, and every query requires the tenant term, so the tenant boundary is part of the
+//! query itself, not a filter applied afterwards.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use tantivy::collector::{DocSetCollector, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED,
+    STRING,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
+};
+use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, Term};
+
+use crate::storage::{KnowledgeBaseId, TenantId};
+
+const TOKENIZER: &str = "wacrm_text";
+/// Indexing memory shared by tantivy's writer threads.
+const WRITER_MEMORY: usize = 50_000_000;
+
+struct Fields {
+    tenant: Field,
+    kb: Field,
+    key: Field,
+    chunk: Field,
+    text: Field,
+}
+
+pub struct TextIndex {
+    index: Index,
+    fields: Fields,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+}
+
+/// A chunk to index.
+pub struct TextEntry<'a> {
+    pub tenant: TenantId,
+    pub kb: KnowledgeBaseId,
+    pub chunk: u64,
+    pub text: &'a str,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let tenant = b.add_text_field("tenant", STRING);
+    let kb = b.add_text_field("kb", STRING);
+    // tenant:chunk, the unique term deletions use.
+    let key = b.add_text_field("key", STRING);
+    let chunk = b.add_u64_field("chunk", INDEXED | FAST | STORED);
+    let text = b.add_text_field(
+        "text",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(TOKENIZER)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        ),
+    );
+    (
+        b.build(),
+        Fields {
+            tenant,
+            kb,
+            key,
+            chunk,
+            text,
+        },
+    )
+}
+
+fn analyzer() -> TextAnalyzer {
+    // Language-neutral on purpose: customers mix Indonesian and English, and a stemmer for one
+    // would mangle the other. Accents folded so "café" finds "cafe".
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
+fn key_of(tenant: TenantId, chunk: u64) -> String {
+    format!("{tenant}:{chunk}")
+}
+
+impl TextIndex {
+    /// Opens the index in `dir`, creating it when absent.
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (schema, fields) = schema();
+        let directory = MmapDirectory::open(dir).map_err(|e| e.to_string())?;
+        let index = Index::open_or_create(directory, schema).map_err(|e| e.to_string())?;
+        index.tokenizers().register(TOKENIZER, analyzer());
+        let writer = index.writer(WRITER_MEMORY).map_err(|e| e.to_string())?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e: tantivy::TantivyError| e.to_string())?;
+        Ok(Self {
+            index,
+            fields,
+            writer: Mutex::new(writer),
+            reader,
+        })
+    }
+
+    /// Adds and removes entries, commits, and makes the change visible to searches.
+    pub fn apply(
+        &self,
+        add: &[TextEntry<'_>],
+        remove: &[(TenantId, u64)],
+    ) -> Result<(), String> {
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let f = &self.fields;
+        for (tenant, chunk) in remove {
+            writer.delete_term(Term::from_field_text(f.key, &key_of(*tenant, *chunk)));
+        }
+        for e in add {
+            // Delete first: re-adding an existing entry (reconcile, retry) must not duplicate it.
+            writer.delete_term(Term::from_field_text(f.key, &key_of(e.tenant, e.chunk)));
+            writer
+                .add_document(doc!(
+                    f.tenant => e.tenant.to_string(),
+                    f.kb => e.kb.to_string(),
+                    f.key => key_of(e.tenant, e.chunk),
+                    f.chunk => e.chunk,
+                    f.text => e.text,
+                ))
+                .map_err(|e| e.to_string())?;
+        }
+        writer.commit().map_err(|e| e.to_string())?;
+        drop(writer);
+        self.reader.reload().map_err(|e| e.to_string())
+    }
+
+    /// Removes every entry of a tenant.
+    pub fn remove_tenant(&self, tenant: TenantId) -> Result<(), String> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.delete_term(Term::from_field_text(self.fields.tenant, &tenant.to_string()));
+        writer.commit().map_err(|e| e.to_string())?;
+        drop(writer);
+        self.reader.reload().map_err(|e| e.to_string())
+    }
+
+    /// Removes everything (reindex).
+    pub fn clear(&self) -> Result<(), String> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.delete_all_documents().map_err(|e| e.to_string())?;
+        writer.commit().map_err(|e| e.to_string())?;
+        drop(writer);
+        self.reader.reload().map_err(|e| e.to_string())
+    }
+
+    /// The question's terms as the index sees them.
+    fn terms(&self, text: &str) -> Vec<String> {
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        while stream.advance() {
+            let t = stream.token().text.clone();
+            if seen.insert(t.clone()) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Best BM25 matches among one tenant's allowed bases: (chunk number, score), best first.
+    pub fn search(
+        &self,
+        tenant: TenantId,
+        allowed: &[KnowledgeBaseId],
+        question: &str,
+        k: usize,
+    ) -> Result<Vec<(u64, f32)>, String> {
+        let terms = self.terms(question);
+        if terms.is_empty() || allowed.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let f = &self.fields;
+        let words: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|t| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(f.text, t),
+                    IndexRecordOption::WithFreqs,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        let bases: Vec<(Occur, Box<dyn Query>)> = allowed
+            .iter()
+            .map(|kb| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(f.kb, &kb.to_string()),
+                    IndexRecordOption::Basic,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        let query = BooleanQuery::new(vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.tenant, &tenant.to_string()),
+                    IndexRecordOption::Basic,
+                )),
+            ),
+            (Occur::Must, Box::new(BooleanQuery::new(bases))),
+            (Occur::Must, Box::new(BooleanQuery::new(words))),
+        ]);
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(k))
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let column = searcher
+                .segment_reader(address.segment_ord)
+                .fast_fields()
+                .u64("chunk")
+                .map_err(|e| e.to_string())?;
+            if let Some(chunk) = column.first(address.doc_id) {
+                out.push((chunk, score));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every chunk number indexed for a tenant (reconciliation with redb).
+    pub fn tenant_chunks(&self, tenant: TenantId) -> Result<HashSet<u64>, String> {
+        let searcher = self.reader.searcher();
+        let query = TermQuery::new(
+            Term::from_field_text(self.fields.tenant, &tenant.to_string()),
+            IndexRecordOption::Basic,
+        );
+        let docs = searcher
+            .search(&query, &DocSetCollector)
+            .map_err(|e| e.to_string())?;
+        let mut out = HashSet::with_capacity(docs.len());
+        for address in docs {
+            let column = searcher
+                .segment_reader(address.segment_ord)
+                .fast_fields()
+                .u64("chunk")
+                .map_err(|e| e.to_string())?;
+            if let Some(chunk) = column.first(address.doc_id) {
+                out.insert(chunk);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    #[allow(dead_code)]
+    fn index(&self) -> &Index {
+        &self.index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenants_query_never_matches_another_tenants_identical_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = TextIndex::open(dir.path()).unwrap();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (kb_a, kb_b) = (KnowledgeBaseId::new(), KnowledgeBaseId::new());
+        let text = "Kopi susu costs 25000 rupiah";
+        index
+            .apply(
+                &[
+                    TextEntry { tenant: a, kb: kb_a, chunk: 1, text },
+                    TextEntry { tenant: b, kb: kb_b, chunk: 1, text },
+                ],
+                &[],
+            )
+            .unwrap();
+        // Even naming tenant B's base, tenant A's query only sees tenant A's rows.
+        assert_eq!(index.search(a, &[kb_a, kb_b], "kopi susu", 10).unwrap().len(), 1);
+        assert!(index.search(a, &[kb_b], "kopi susu", 10).unwrap().is_empty());
+        index.apply(&[], &[(a, 1)]).unwrap();
+        assert!(index.search(a, &[kb_a], "kopi", 10).unwrap().is_empty());
+        assert_eq!(index.tenant_chunks(b).unwrap(), HashSet::from([1]));
+        // Re-adding the same entry does not duplicate it.
+        let again = [TextEntry { tenant: b, kb: kb_b, chunk: 1, text }];
+        index.apply(&again, &[]).unwrap();
+        assert_eq!(index.search(b, &[kb_b], "café kopi", 10).unwrap().len(), 1);
+    }
+}
