@@ -178,6 +178,8 @@ pub struct Store {
     jobs: mpsc::Sender<Box<dyn Job>>,
     path: PathBuf,
     stats: Arc<std::sync::Mutex<CommitStats>>,
+    /// Turns true once the writer thread has stopped and the database file is closed.
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 const META_NEXT_SEQ: &[u8] = b"next_event_seq";
@@ -220,20 +222,35 @@ impl Store {
         let stats = Arc::new(std::sync::Mutex::new(CommitStats::default()));
         let writer_db = db.clone();
         let writer_stats = stats.clone();
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
         std::thread::Builder::new()
             .name("wacrm-writer".into())
-            .spawn(move || writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats))
+            .spawn(move || {
+                writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats);
+                // The loop ends when the last Store is dropped, so this was the last reference.
+                let _ = closed_tx.send(true);
+            })
             .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             db,
             jobs: tx,
             path: path.to_path_buf(),
             stats,
+            closed,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Resolves once every `Store` clone is gone and the database file is closed (so the data
+    /// directory can be opened again, e.g. by a restart in the same process).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closed = self.closed.clone();
+        async move {
+            let _ = closed.wait_for(|c| *c).await;
+        }
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -320,6 +337,7 @@ fn writer_loop(
             listener(published);
         }
     }
+    drop(db);
     tracing::debug!("writer thread stopped");
 }
 
