@@ -62,10 +62,17 @@ impl Running {
     /// Waits for the server to stop (after the shutdown future fired), then stops the workers:
     /// in-flight work finishes, queued work stays in redb for the next start.
     pub async fn wait(self) {
+        let closed = self.state.store.closed();
         let _ = self.server.await;
         let _ = self.stop_workers.send(true);
         for worker in self.workers {
             let _ = worker.await;
+        }
+        drop(self.state);
+        // Connections still closing hold the last references for a moment; the data directory
+        // is free again only when the database file is closed.
+        if tokio::time::timeout(Duration::from_secs(10), closed).await.is_err() {
+            tracing::warn!("the database was still open 10 s after stopping");
         }
         tracing::info!("stopped");
     }

@@ -333,6 +333,7 @@ impl KnowledgeService {
                     let mut t = ctx.tenant(tenant);
                     let current = t.get(&DOCUMENTS, doc_id.as_bytes())?;
                     let Some(mut d) = current.filter(|d| d.generation == generation) else {
+                        // Deleted or replaced meanwhile: the newer state has its own event.
                         crate::events::ack(ctx, consumer, seq)?;
                         return Ok(None);
                     };
@@ -412,14 +413,12 @@ impl KnowledgeService {
                             }
                         }
                     }
-                    d.status = DocumentStatus::Ready;
+                    // Still `embedding`: the document turns `ready` only once it is searchable.
                     d.progress = 100;
-                    d.failure = None;
                     d.chunk_count = planned.len() as u32;
                     d.title = title.clone().or(d.title);
                     d.updated_at_ms = crate::events::now_ms();
                     t.put(&DOCUMENTS, doc_id.as_bytes(), &d)?;
-                    crate::events::ack(ctx, consumer, seq)?;
                     let still_used: HashSet<u64> = indexed.iter().copied().collect();
                     let gone: Vec<u64> = removed
                         .into_iter()
@@ -436,8 +435,8 @@ impl KnowledgeService {
             }
             Err(e) => return Err(e.into()),
         };
-        delivery.mark_acked();
         let Some((indexed, gone)) = outcome else {
+            delivery.mark_acked();
             return Ok(());
         };
         // Index what was committed. Shared chunks that already had vectors are re-read from redb.
@@ -468,6 +467,23 @@ impl KnowledgeService {
             Ok(items)
         })?;
         self.index_changes(tenant, items, gone).await;
+        // A crash before this commit re-runs the whole ingestion; the start-up reconciliation
+        // drops index entries the re-run does not recreate.
+        self.store
+            .write(move |ctx| {
+                let mut t = ctx.tenant(tenant);
+                if let Some(mut d) = t.get(&DOCUMENTS, doc_id.as_bytes())? {
+                    if d.generation == generation && !d.status.is_final() {
+                        d.status = DocumentStatus::Ready;
+                        d.failure = None;
+                        d.updated_at_ms = crate::events::now_ms();
+                        t.put(&DOCUMENTS, doc_id.as_bytes(), &d)?;
+                    }
+                }
+                crate::events::ack(ctx, consumer, seq)
+            })
+            .await?;
+        delivery.mark_acked();
         self.notify(tenant);
         Ok(())
     }

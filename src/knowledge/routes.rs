@@ -99,7 +99,8 @@ fn tenant_id(state: &AppState, tenant: &str) -> Result<TenantId, ApiError> {
 /// A base by id or by name.
 fn kb_id(state: &AppState, tenant: TenantId, kb: &str) -> Result<KnowledgeBaseId, ApiError> {
     if let Ok(id) = kb.parse::<KnowledgeBaseId>() {
-        return Ok(id);
+        // Looked up under this tenant: another tenant's base id is simply not found here.
+        return Ok(state.knowledge.get_kb(tenant, id)?.id);
     }
     state
         .knowledge
