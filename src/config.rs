@@ -159,9 +159,12 @@ impl EmbeddingSettings {
 pub struct KnowledgeConfig {
     /// Passages given to the assistant per question.
     pub top_k: usize,
-    /// Minimum relevance (0-1, see `knowledge::retrieve`) for a passage to be used at all.
+    /// Minimum relevance (0-1, see `knowledge::retrieve`) for a passage to be used at all. 0.2
+    /// (multilingual-e5 cosine 0.80) keeps the right passage for 89% of the evaluation set's
+    /// questions and leaves 83% of the questions it does not cover with nothing (eval/README.md).
     pub min_score: f32,
-    /// Relevance at which the offline responder answers with the passage alone.
+    /// Relevance at which the offline responder answers with the passage alone. 0.7 (cosine
+    /// 0.85): no question outside the evaluation set reaches it.
     pub confident_score: f32,
     /// Largest accepted upload or fetched page.
     pub max_document_bytes: usize,
@@ -176,7 +179,7 @@ impl Default for KnowledgeConfig {
     fn default() -> Self {
         Self {
             top_k: 5,
-            min_score: 0.5,
+            min_score: 0.2,
             confident_score: 0.7,
             max_document_bytes: 20 * 1024 * 1024,
             chunk_max_tokens: 500,

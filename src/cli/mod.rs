@@ -4,6 +4,7 @@
 //! way there is one code path for every change: the API.
 
 mod client;
+mod kb;
 mod simulate;
 
 use std::path::PathBuf;
@@ -48,6 +49,11 @@ pub enum Command {
     /// Manage a tenant's WhatsApp channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Manage knowledge bases and their documents; test retrieval.
+    #[command(subcommand)]
+    Kb(kb::KbCommand),
+    /// Rebuild the search indexes (BM25 and vectors) of every tenant from the database.
+    Reindex,
     /// Play a customer on a sandbox channel from this terminal.
     Simulate(simulate::SimulateArgs),
     /// Benchmarks (printed as ratios against a baseline measured in the same run).
@@ -166,6 +172,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => client::tenant(config, cmd).await,
         Command::Outlet(cmd) => client::outlet(config, cmd).await,
         Command::Channel(cmd) => client::channel(config, cmd).await,
+        Command::Kb(cmd) => kb::run(config, cmd).await,
+        Command::Reindex => kb::reindex(config).await,
         Command::Simulate(args) => simulate::run(config, args).await,
         Command::Bench(cmd) => crate::bench::run(config, cmd).await,
     }

@@ -130,7 +130,13 @@ impl KnowledgeService {
         let mut seen = HashSet::new();
         let mut planned: Vec<Planned> = Vec::with_capacity(chunks.len());
         for c in chunks {
-            if c.text.trim().is_empty() {
+            // A heading alone (a document title before its first section) answers nothing and
+            // only crowds out real passages.
+            let bare_heading = c
+                .heading_path
+                .last()
+                .is_some_and(|h| h.trim() == c.text.trim());
+            if c.text.trim().is_empty() || bare_heading {
                 continue;
             }
             let hash = chunk_hash(&c.text);

@@ -84,6 +84,19 @@ fn analyzer() -> TextAnalyzer {
         .build()
 }
 
+/// English and Indonesian function words (sorted: binary search).
+const STOPWORDS: &[&str] = &[
+    "a", "ada", "adalah", "agar", "akan", "aku", "am", "an", "and", "any", "apa", "apakah", "are",
+    "as", "at", "atau", "be", "been", "begitu", "bisa", "boleh", "bolehkah", "but", "by", "can",
+    "could", "dalam", "dan", "dari", "dengan", "di", "did", "do", "does", "for", "from", "get",
+    "got", "had", "harus", "has", "have", "how", "i", "if", "in", "ini", "into", "is", "it", "itu",
+    "jika", "juga", "kalau", "kami", "kamu", "kan", "ke", "kenapa", "kok", "lagi", "mau", "may",
+    "me", "mengapa", "my", "nya", "of", "on", "or", "our", "pada", "saja", "saya", "should", "so",
+    "sudah", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to",
+    "untuk", "us", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will",
+    "with", "would", "ya", "yang", "you", "your",
+];
+
 fn key_of(tenant: TenantId, chunk: u64) -> String {
     format!("{tenant}:{chunk}")
 }
@@ -160,7 +173,8 @@ impl TextIndex {
         self.reader.reload().map_err(|e| e.to_string())
     }
 
-    /// The question's terms as the index sees them.
+    /// The question's terms as the index sees them, without function words: in a short question
+    /// "how", "do", "I" or "bisa" would otherwise pull in any passage that happens to use them.
     fn terms(&self, text: &str) -> Vec<String> {
         let mut analyzer = analyzer();
         let mut stream = analyzer.token_stream(text);
@@ -168,7 +182,7 @@ impl TextIndex {
         let mut out = Vec::new();
         while stream.advance() {
             let t = stream.token().text.clone();
-            if seen.insert(t.clone()) {
+            if STOPWORDS.binary_search(&t.as_str()).is_err() && seen.insert(t.clone()) {
                 out.push(t);
             }
         }
@@ -274,6 +288,14 @@ impl TextIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stopwords_are_sorted_for_binary_search() {
+        let mut sorted = STOPWORDS.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted, STOPWORDS);
+    }
 
     #[test]
     fn a_tenants_query_never_matches_another_tenants_identical_text() {
