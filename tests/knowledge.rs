@@ -64,6 +64,7 @@ async fn uploaded_documents_become_searchable_with_scores() {
     let top = &v["hits"][0];
     assert!(top["text"].as_str().unwrap().contains("Delivery is free"), "{v}");
     assert_eq!(top["document_name"], "faq.md");
+    assert_eq!(top["document_title"], "Kopi Nusantara FAQ");
     assert_eq!(top["heading_path"], json!(["Kopi Nusantara FAQ", "Delivery"]));
     assert!(top["score"].as_f64().unwrap() > 0.0);
     // Indonesian question, English document: the multilingual model bridges them.
@@ -456,9 +457,10 @@ async fn a_grounded_answer_cites_numbered_passages_and_records_its_sources() {
     llm.push_reply(Reply::Text("Delivery is free above 100000 rupiah [1].".into()));
     let reply = ask(&app, tenant, "wamid.Q1", "Do I pay for delivery?").await;
     assert!(!reply.sources.is_empty());
-    assert_eq!(reply.sources[0].document, "faq.md");
+    // Cited by the document's own title (its first heading), the file name when it has none.
+    assert_eq!(reply.sources[0].document, "Kopi Nusantara FAQ");
     let prompt = llm.requests().last().unwrap()["messages"][0]["content"].as_str().unwrap().to_string();
-    assert!(prompt.contains("[1] (faq.md)"), "{prompt}");
+    assert!(prompt.contains("[1] (Kopi Nusantara FAQ)"), "{prompt}");
     assert!(prompt.contains("Delivery is free for orders above 100000"), "{prompt}");
     app.stop().await;
 }
@@ -504,3 +506,113 @@ async fn offline_the_best_passage_answers_briefly_or_a_person_is_offered() {
     app.stop().await;
 }
 
+
+fn fixture_doc(name: &str) -> (&str, Vec<u8>) {
+    let path = format!("{}/tests/fixtures/documents/{name}", env!("CARGO_MANIFEST_DIR"));
+    (name, std::fs::read(path).unwrap())
+}
+
+/// A DOCX whose single part inflates 8 MiB of zeros from a few kilobytes.
+fn zip_bomb_docx() -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("[Content_Types].xml", options).unwrap();
+    zip.write_all(b"<Types/>").unwrap();
+    zip.start_file("word/document.xml", options).unwrap();
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..8 {
+        zip.write_all(&block).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_is_retrievable_and_bad_files_fail_with_their_reason() {
+    let mut app = TestApp::start(Options::default()).await;
+    app.create_tenant("acme").await;
+    let kb = app.create_kb("acme", "docs", &[]).await;
+    let mut files: Vec<(&str, Vec<u8>)> = [
+        "faq.md",
+        "house_rules.txt",
+        "faq_cp1252.html",
+        "hours_utf16.html",
+        "two_column.pdf",
+        "return_policy.docx",
+        "prices_cp1252.csv",
+        "price_list.xlsx",
+        "corrupt.pdf",
+        "encrypted.pdf",
+        "scanned.pdf",
+        "image.png",
+    ]
+    .into_iter()
+    .map(fixture_doc)
+    .collect();
+    files.push(("invoice.docx", zip_bomb_docx()));
+    let docs = app.upload_and_wait("acme", &kb, &files).await;
+    let status = |name: &str| {
+        let d = docs.iter().find(|d| d["name"] == name).unwrap();
+        (
+            d["status"].as_str().unwrap().to_string(),
+            d["failure"]["code"].as_str().unwrap_or("").to_string(),
+            d["failure"]["reason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    for (name, code) in [
+        ("corrupt.pdf", "corrupt"),
+        ("encrypted.pdf", "encrypted"),
+        ("scanned.pdf", "no_extractable_text"),
+        ("image.png", "unsupported"),
+        ("invoice.docx", "zip_bomb"),
+    ] {
+        let (s, c, reason) = status(name);
+        assert_eq!((s.as_str(), c.as_str()), ("failed", code), "{name}: {reason}");
+        assert!(!reason.is_empty());
+    }
+    // Each good format answers a question only it can answer.
+    for (name, question, expect) in [
+        ("faq.md", "Can I order ahead and pick up later?", "pickup time"),
+        ("house_rules.txt", "Can I bring my dog?", "Pets are welcome"),
+        ("faq_cp1252.html", "Do I need to tip?", "Tips are never expected"),
+        ("hours_utf16.html", "jam berapa buka saat hari libur nasional?", "09.00"),
+        ("two_column.pdf", "When do loyalty points expire?", "twelve months"),
+        ("return_policy.docx", "How much is the Gayo single origin?", "130.000"),
+        ("prices_cp1252.csv", "Was kostet Crème brûlée?", "4,20"),
+        ("price_list.xlsx", "How much is a large Es Kopi Susu?", "34000"),
+    ] {
+        assert_eq!(status(name).0, "ready", "{name}: {:?}", status(name));
+        let v = app.search("acme", json!({"query": question, "min_score": 0, "limit": 5})).await;
+        let found = v["hits"].as_array().unwrap().iter().any(|h| {
+            h["document_name"] == name && h["text"].as_str().unwrap().contains(expect)
+        });
+        assert!(found, "{name}: {question} -> {v}");
+    }
+    // The PDF keeps page numbers for citations, and reads the columns in order.
+    let v = app.search("acme", json!({"query": "allergens almond milk", "min_score": 0, "limit": 1})).await;
+    assert_eq!(v["hits"][0]["page"], 2, "{v}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_list_row_answers_its_question_offline() {
+    let mut app = TestApp::start(Options {
+        llm: Llm::Offline,
+        ..Options::default()
+    })
+    .await;
+    let tenant = app.tenant_with_channel("acme", "106540352242922").await;
+    let kb = app.create_kb("acme", "prices", &[]).await;
+    app.upload_and_wait("acme", &kb, &[fixture_doc("price_list.xlsx")]).await;
+    let v = app
+        .search("acme", json!({"query": "berapa harga es kopi susu yang large?", "limit": 1}))
+        .await;
+    assert!(v["hits"][0]["text"].as_str().unwrap().contains("34000"), "{v}");
+    let reply = ask(&app, tenant, "wamid.P1", "How much is a large Es Kopi Susu?").await;
+    let text = reply.body.preview_text();
+    assert!(text.contains("34000"), "{text}");
+    assert!(!text.contains("22000"), "one row, not the whole sheet: {text}");
+    assert_eq!(reply.sources.len(), 1);
+    app.stop().await;
+}

@@ -159,7 +159,7 @@ impl KnowledgeService {
         }
         if planned.is_empty() {
             let failure = Failure {
-                code: "parse.no_text".into(),
+                code: "no_extractable_text".into(),
                 reason: "no extractable text".into(),
             };
             return self.fail(delivery, tenant, &doc, failure).await;
@@ -259,7 +259,10 @@ impl KnowledgeService {
             code: "file_missing".into(),
             reason: format!("the original file cannot be read: {e}"),
         })?;
-        let limits = ParseLimits::default();
+        let limits = ParseLimits {
+            max_bytes: self.config.max_document_bytes,
+            ..ParseLimits::default()
+        };
         let name = doc.name.clone();
         let mime = doc.mime.clone();
         let is_page = matches!(doc.source, DocumentSource::Url { .. });

@@ -42,7 +42,10 @@ pub struct Hit {
     pub chunk: u64,
     pub kb: KnowledgeBaseId,
     pub document: DocumentId,
+    /// File name or page URL.
     pub document_name: String,
+    /// Title found in the document (first heading, HTML title, PDF metadata), if any.
+    pub document_title: Option<String>,
     pub ordinal: u32,
     pub heading_path: Vec<String>,
     pub page: Option<u32>,
@@ -175,7 +178,7 @@ pub fn hybrid(
     // Re-read every candidate through the tenant's own handle: the rows, not the indexes, decide.
     let hits = store.read(|r| {
         let t = r.tenant(tenant);
-        let mut names: HashMap<DocumentId, String> = HashMap::new();
+        let mut names: HashMap<DocumentId, (String, Option<String>)> = HashMap::new();
         let mut hits = Vec::new();
         for (id, c) in &ranked {
             let key = chunk_key(*id);
@@ -206,12 +209,12 @@ pub fn hybrid(
             if req.min_score.is_some_and(|m| score < m) {
                 continue;
             }
-            let name = match names.get(&owner.document) {
+            let (name, title) = match names.get(&owner.document) {
                 Some(n) => n.clone(),
                 None => {
                     let n = t
                         .get(&DOCUMENTS, owner.document.as_bytes())?
-                        .map(|d| d.title.filter(|t| !t.trim().is_empty()).unwrap_or(d.name))
+                        .map(|d| (d.name, d.title.filter(|t| !t.trim().is_empty())))
                         .unwrap_or_default();
                     names.insert(owner.document, n.clone());
                     n
@@ -222,6 +225,7 @@ pub fn hybrid(
                 kb: chunk.kb,
                 document: owner.document,
                 document_name: name,
+                document_title: title,
                 ordinal: owner.ordinal,
                 heading_path: owner.heading_path,
                 page: owner.page,
@@ -356,7 +360,7 @@ impl KnowledgeService {
             .hits
             .iter()
             .map(|h| KnowledgePassage {
-                document: h.document_name.clone(),
+                document: h.document_title.clone().unwrap_or_else(|| h.document_name.clone()),
                 chunk: format!("{}#{}", h.document, h.ordinal),
                 text: h.text.clone(),
                 excerpt: String::new(),
