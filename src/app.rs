@@ -71,7 +71,10 @@ impl Running {
         drop(self.state);
         // Connections still closing hold the last references for a moment; the data directory
         // is free again only when the database file is closed.
-        if tokio::time::timeout(Duration::from_secs(10), closed).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .is_err()
+        {
             tracing::warn!("the database was still open 10 s after stopping");
         }
         tracing::info!("stopped");

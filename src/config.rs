@@ -390,7 +390,8 @@ impl Config {
             errors.push("knowledge.top_k: must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&k.min_score) || !(0.0..=1.0).contains(&k.confident_score) {
-            errors.push("knowledge.min_score, knowledge.confident_score: must be within 0..1".into());
+            errors
+                .push("knowledge.min_score, knowledge.confident_score: must be within 0..1".into());
         }
         if k.chunk_max_tokens < 16 || k.chunk_overlap_tokens >= k.chunk_max_tokens {
             errors.push(
@@ -472,7 +473,10 @@ mod tests {
         figment::Jail::expect_with(|_| {
             let config = Config::load(Some(&path)).unwrap();
             assert_eq!(config.models_dir, PathBuf::from("/opt/wacrm/models"));
-            assert_eq!(config.embeddings.model_id(), "openai:text-embedding-3-small");
+            assert_eq!(
+                config.embeddings.model_id(),
+                "openai:text-embedding-3-small"
+            );
             assert!(!format!("{config:?}").contains("sk-emb"), "secret leaked");
             Ok(())
         });

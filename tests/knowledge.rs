@@ -46,7 +46,11 @@ async fn app_with_faq(options: Options) -> (TestApp, String, wacrm::storage::Ten
     let tenant = app.tenant_with_channel("acme", "106540352242922").await;
     let kb = app.create_kb("acme", "faq", &[]).await;
     let docs = app
-        .upload_and_wait("acme", &kb, &[("faq.md", FAQ.into()), ("refunds.md", REFUNDS.into())])
+        .upload_and_wait(
+            "acme",
+            &kb,
+            &[("faq.md", FAQ.into()), ("refunds.md", REFUNDS.into())],
+        )
         .await;
     for d in &docs {
         assert_eq!(d["status"], "ready", "{d}");
@@ -59,17 +63,29 @@ async fn app_with_faq(options: Options) -> (TestApp, String, wacrm::storage::Ten
 async fn uploaded_documents_become_searchable_with_scores() {
     let (mut app, _kb, _tenant) = app_with_faq(Options::default()).await;
     let v = app
-        .search("acme", json!({"query": "Is delivery free?", "min_score": 0}))
+        .search(
+            "acme",
+            json!({"query": "Is delivery free?", "min_score": 0}),
+        )
         .await;
     let top = &v["hits"][0];
-    assert!(top["text"].as_str().unwrap().contains("Delivery is free"), "{v}");
+    assert!(
+        top["text"].as_str().unwrap().contains("Delivery is free"),
+        "{v}"
+    );
     assert_eq!(top["document_name"], "faq.md");
     assert_eq!(top["document_title"], "Kopi Nusantara FAQ");
-    assert_eq!(top["heading_path"], json!(["Kopi Nusantara FAQ", "Delivery"]));
+    assert_eq!(
+        top["heading_path"],
+        json!(["Kopi Nusantara FAQ", "Delivery"])
+    );
     assert!(top["score"].as_f64().unwrap() > 0.0);
     // Indonesian question, English document: the multilingual model bridges them.
     let v = app
-        .search("acme", json!({"query": "jam berapa buka hari minggu?", "min_score": 0}))
+        .search(
+            "acme",
+            json!({"query": "jam berapa buka hari minggu?", "min_score": 0}),
+        )
         .await;
     assert!(hit_texts(&v)[0].contains("Sundays"), "{v}");
     app.stop().await;
@@ -80,9 +96,12 @@ async fn a_tenant_never_sees_another_tenants_chunks_even_with_identical_text() {
     let (mut app, kb_a, _) = app_with_faq(Options::default()).await;
     app.create_tenant("beta").await;
     let kb_b = app.create_kb("beta", "faq", &[]).await;
-    app.upload_and_wait("beta", &kb_b, &[("faq.md", FAQ.into())]).await;
+    app.upload_and_wait("beta", &kb_b, &[("faq.md", FAQ.into())])
+        .await;
     let a_docs: Vec<String> = app
-        .get(&format!("/api/v1/tenants/acme/knowledge-bases/{kb_a}/documents"))
+        .get(&format!(
+            "/api/v1/tenants/acme/knowledge-bases/{kb_a}/documents"
+        ))
         .await
         .as_array()
         .unwrap()
@@ -90,7 +109,9 @@ async fn a_tenant_never_sees_another_tenants_chunks_even_with_identical_text() {
         .map(|d| d["id"].as_str().unwrap().to_string())
         .collect();
     for query in ["Is delivery free?", "refund spilled drink", "payment QRIS"] {
-        let v = app.search("beta", json!({"query": query, "min_score": 0, "limit": 50})).await;
+        let v = app
+            .search("beta", json!({"query": query, "min_score": 0, "limit": 50}))
+            .await;
         for hit in v["hits"].as_array().unwrap() {
             assert_eq!(hit["kb"], json!(kb_b));
             assert!(!a_docs.contains(&hit["document"].as_str().unwrap().to_string()));
@@ -120,7 +141,9 @@ async fn deleting_removes_at_once_and_re_adding_does_not_duplicate() {
     assert!(hit_texts(&before)[0].contains("remake"), "{before}");
 
     // The same bytes again: the existing document, nothing new.
-    let (status, v) = app.upload("acme", &kb, &[("copy.md", REFUNDS.into())]).await;
+    let (status, v) = app
+        .upload("acme", &kb, &[("copy.md", REFUNDS.into())])
+        .await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(v["documents"][0]["created"], false);
     let doc = v["documents"][0]["id"].as_str().unwrap().to_string();
@@ -128,17 +151,31 @@ async fn deleting_removes_at_once_and_re_adding_does_not_duplicate() {
     assert_eq!(hit_texts(&again), hit_texts(&before));
 
     let (status, _) = app
-        .api(reqwest::Method::DELETE, &format!("/api/v1/tenants/acme/documents/{doc}"), None)
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenants/acme/documents/{doc}"),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     // No waiting: gone from the very next search.
     let after = app.search("acme", refund()).await;
-    assert!(hit_texts(&after).iter().all(|t| !t.contains("remake")), "{after}");
+    assert!(
+        hit_texts(&after).iter().all(|t| !t.contains("remake")),
+        "{after}"
+    );
 
     // Added back: found exactly once.
-    app.upload_and_wait("acme", &kb, &[("refunds.md", REFUNDS.into())]).await;
+    app.upload_and_wait("acme", &kb, &[("refunds.md", REFUNDS.into())])
+        .await;
     let back = app.search("acme", refund()).await;
-    assert_eq!(hit_texts(&back).iter().filter(|t| t.contains("remake")).count(), 1);
+    assert_eq!(
+        hit_texts(&back)
+            .iter()
+            .filter(|t| t.contains("remake"))
+            .count(),
+        1
+    );
     app.stop().await;
 }
 
@@ -146,7 +183,9 @@ async fn deleting_removes_at_once_and_re_adding_does_not_duplicate() {
 async fn replacing_a_document_swaps_its_content() {
     let (mut app, kb, _) = app_with_faq(Options::default()).await;
     let docs = app
-        .get(&format!("/api/v1/tenants/acme/knowledge-bases/{kb}/documents"))
+        .get(&format!(
+            "/api/v1/tenants/acme/knowledge-bases/{kb}/documents"
+        ))
         .await;
     let refunds = docs
         .as_array()
@@ -159,12 +198,17 @@ async fn replacing_a_document_swaps_its_content() {
         .to_string();
     let form = reqwest::multipart::Form::new().part(
         "file",
-        reqwest::multipart::Part::bytes(b"# Refunds\n\nNo refunds after 7 days; store credit only.".to_vec())
-            .file_name("refunds-v2.md"),
+        reqwest::multipart::Part::bytes(
+            b"# Refunds\n\nNo refunds after 7 days; store credit only.".to_vec(),
+        )
+        .file_name("refunds-v2.md"),
     );
     let resp = app
         .http
-        .put(format!("{}/api/v1/tenants/acme/documents/{refunds}", app.url))
+        .put(format!(
+            "{}/api/v1/tenants/acme/documents/{refunds}",
+            app.url
+        ))
         .bearer_auth(&app.token)
         .multipart(form)
         .send()
@@ -172,9 +216,15 @@ async fn replacing_a_document_swaps_its_content() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
     let old = app
-        .search("acme", json!({"query": "remake spilled drink receipt", "min_score": 0, "limit": 50}))
+        .search(
+            "acme",
+            json!({"query": "remake spilled drink receipt", "min_score": 0, "limit": 50}),
+        )
         .await;
-    assert!(hit_texts(&old).iter().all(|t| !t.contains("remake")), "{old}");
+    assert!(
+        hit_texts(&old).iter().all(|t| !t.contains("remake")),
+        "{old}"
+    );
     let doc = app.wait_documents("acme", &[refunds]).await;
     assert_eq!(doc[0]["status"], "ready");
     assert_eq!(doc[0]["generation"], 2);
@@ -188,10 +238,19 @@ async fn replacing_a_document_swaps_its_content() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_index_files_are_rebuilt_with_identical_results() {
     let (app, _kb, _) = app_with_faq(Options::default()).await;
-    let queries = ["Is delivery free?", "Can I pay with GoPay?", "refund", "jam buka hari minggu"];
+    let queries = [
+        "Is delivery free?",
+        "Can I pay with GoPay?",
+        "refund",
+        "jam buka hari minggu",
+    ];
     let mut before = Vec::new();
     for q in queries {
-        before.push(app.search("acme", json!({"query": q, "min_score": 0, "limit": 10})).await["hits"].clone());
+        before.push(
+            app.search("acme", json!({"query": q, "min_score": 0, "limit": 10}))
+                .await["hits"]
+                .clone(),
+        );
     }
     let data_dir = app.dir.path().to_path_buf();
     let mut app = app.restart(|_| {}).await;
@@ -202,7 +261,10 @@ async fn lost_index_files_are_rebuilt_with_identical_results() {
     let report = app.post("/api/v1/knowledge/reindex", json!({})).await;
     assert!(report["chunks"].as_u64().unwrap() >= 4, "{report}");
     for (q, expected) in queries.iter().zip(&before) {
-        let got = app.search("acme", json!({"query": q, "min_score": 0, "limit": 10})).await["hits"].clone();
+        let got = app
+            .search("acme", json!({"query": q, "min_score": 0, "limit": 10}))
+            .await["hits"]
+            .clone();
         assert_eq!(ids_and_scores(&got), ids_and_scores(expected), "{q}");
     }
     let mut app = app;
@@ -248,10 +310,21 @@ async fn bad_files_fail_with_their_reason_while_the_others_ingest() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["filename"].as_str().unwrap().into(), r["code"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["filename"].as_str().unwrap().into(),
+                r["code"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert!(rejected.contains(&("big.md".into(), "too_large".into())), "{v}");
-    assert!(rejected.contains(&("empty.md".into(), "invalid_input".into())), "{v}");
+    assert!(
+        rejected.contains(&("big.md".into(), "too_large".into())),
+        "{v}"
+    );
+    assert!(
+        rejected.contains(&("empty.md".into(), "invalid_input".into())),
+        "{v}"
+    );
     let ids: Vec<String> = v["documents"]
         .as_array()
         .unwrap()
@@ -261,7 +334,13 @@ async fn bad_files_fail_with_their_reason_while_the_others_ingest() {
     let docs = app.wait_documents("acme", &ids).await;
     let exe = docs.iter().find(|d| d["name"] == "program.exe").unwrap();
     assert_eq!(exe["status"], "failed");
-    assert!(exe["failure"]["reason"].as_str().unwrap().contains("unsupported"), "{exe}");
+    assert!(
+        exe["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported"),
+        "{exe}"
+    );
     let faq = docs.iter().find(|d| d["name"] == "faq.md").unwrap();
     assert_eq!(faq["status"], "ready", "{faq}");
     app.stop().await;
@@ -271,21 +350,32 @@ async fn bad_files_fail_with_their_reason_while_the_others_ingest() {
 async fn outlet_bases_serve_only_their_outlets() {
     let mut app = TestApp::start(Options::default()).await;
     app.create_tenant("acme").await;
-    let bandung = app.post("/api/v1/tenants/acme/outlets", json!({"name": "Bandung"})).await["id"]
+    let bandung = app
+        .post("/api/v1/tenants/acme/outlets", json!({"name": "Bandung"}))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let jakarta = app.post("/api/v1/tenants/acme/outlets", json!({"name": "Jakarta"})).await["id"]
+    let jakarta = app
+        .post("/api/v1/tenants/acme/outlets", json!({"name": "Jakarta"}))
+        .await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let wide = app.create_kb("acme", "all", &[]).await;
-    let local = app.create_kb("acme", "bandung", std::slice::from_ref(&bandung)).await;
-    app.upload_and_wait("acme", &wide, &[("faq.md", FAQ.into())]).await;
+    let local = app
+        .create_kb("acme", "bandung", std::slice::from_ref(&bandung))
+        .await;
+    app.upload_and_wait("acme", &wide, &[("faq.md", FAQ.into())])
+        .await;
     app.upload_and_wait(
         "acme",
         &local,
-        &[("parking.md", b"# Parking\n\nThe Bandung outlet has free parking for 20 cars behind the building.".to_vec())],
+        &[(
+            "parking.md",
+            b"# Parking\n\nThe Bandung outlet has free parking for 20 cars behind the building."
+                .to_vec(),
+        )],
     )
     .await;
     let q = |outlet: &str| json!({"query": "Is there parking?", "outlet": outlet, "min_score": 0, "limit": 20});
@@ -293,7 +383,10 @@ async fn outlet_bases_serve_only_their_outlets() {
     assert!(in_bandung[0].contains("free parking"), "{in_bandung:?}");
     let in_jakarta = hit_texts(&app.search("acme", q(&jakarta)).await);
     assert!(!in_jakarta.is_empty());
-    assert!(in_jakarta.iter().all(|t| !t.contains("parking for 20")), "{in_jakarta:?}");
+    assert!(
+        in_jakarta.iter().all(|t| !t.contains("parking for 20")),
+        "{in_jakarta:?}"
+    );
     app.stop().await;
 }
 
@@ -301,11 +394,14 @@ async fn outlet_bases_serve_only_their_outlets() {
 async fn an_interrupted_ingestion_resumes_after_a_restart() {
     let mut app = TestApp::start(Options::default()).await;
     let tenant = app.create_tenant("acme").await;
-    let kb: wacrm::storage::KnowledgeBaseId = app.create_kb("acme", "faq", &[]).await.parse().unwrap();
+    let kb: wacrm::storage::KnowledgeBaseId =
+        app.create_kb("acme", "faq", &[]).await.parse().unwrap();
     app.stop().await;
     // What a crash mid-embedding leaves: the document row (status "embedding"), its original,
     // and its event still queued.
-    let (store, _) = wacrm::app::open_store(&test_config(app.dir.path(), "http://127.0.0.1:9", None, 50)).unwrap();
+    let (store, _) =
+        wacrm::app::open_store(&test_config(app.dir.path(), "http://127.0.0.1:9", None, 50))
+            .unwrap();
     let doc = wacrm::storage::DocumentId::new();
     let path = wacrm::knowledge::store::original_path(app.dir.path(), tenant, doc, 1);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -318,10 +414,19 @@ async fn an_interrupted_ingestion_resumes_after_a_restart() {
         size_bytes: FAQ.len() as u64,
         sha256: "00".repeat(32),
     };
-    wacrm::knowledge::store::insert_document(&store, tenant, doc, new).await.unwrap();
-    wacrm::knowledge::store::set_status(&store, tenant, doc, 1, wacrm::knowledge::DocumentStatus::Embedding, 40)
+    wacrm::knowledge::store::insert_document(&store, tenant, doc, new)
         .await
         .unwrap();
+    wacrm::knowledge::store::set_status(
+        &store,
+        tenant,
+        doc,
+        1,
+        wacrm::knowledge::DocumentStatus::Embedding,
+        40,
+    )
+    .await
+    .unwrap();
     let closed = store.closed();
     drop(store);
     closed.await;
@@ -329,7 +434,9 @@ async fn an_interrupted_ingestion_resumes_after_a_restart() {
     let app = app.restart(|_| {}).await;
     let docs = app.wait_documents("acme", &[doc.to_string()]).await;
     assert_eq!(docs[0]["status"], "ready", "{docs:?}");
-    let v = app.search("acme", json!({"query": "QRIS payment", "min_score": 0})).await;
+    let v = app
+        .search("acme", json!({"query": "QRIS payment", "min_score": 0}))
+        .await;
     assert!(hit_texts(&v)[0].contains("QRIS"));
     let mut app = app;
     app.stop().await;
@@ -362,7 +469,11 @@ async fn pages_are_added_by_url_and_private_addresses_refused() {
         .await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["error"]["code"], "url_refused");
-    for bad in ["file:///etc/passwd", "http://10.0.0.1/", "http://169.254.169.254/latest/meta-data"] {
+    for bad in [
+        "file:///etc/passwd",
+        "http://10.0.0.1/",
+        "http://169.254.169.254/latest/meta-data",
+    ] {
         let (status, v) = app
             .api(
                 reqwest::Method::POST,
@@ -370,17 +481,33 @@ async fn pages_are_added_by_url_and_private_addresses_refused() {
                 Some(json!({"url": bad})),
             )
             .await;
-        assert_eq!((status, v["error"]["code"].as_str()), (422, Some("url_refused")), "{bad}: {v}");
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (422, Some("url_refused")),
+            "{bad}: {v}"
+        );
     }
     app.stop().await;
 
-    let app = app.restart(|c| c.knowledge.allow_loopback_urls = true).await;
-    let v = app
-        .post(&format!("/api/v1/tenants/acme/knowledge-bases/{kb}/documents/url"), json!({"url": url}))
+    let app = app
+        .restart(|c| c.knowledge.allow_loopback_urls = true)
         .await;
-    let docs = app.wait_documents("acme", &[v["id"].as_str().unwrap().to_string()]).await;
+    let v = app
+        .post(
+            &format!("/api/v1/tenants/acme/knowledge-bases/{kb}/documents/url"),
+            json!({"url": url}),
+        )
+        .await;
+    let docs = app
+        .wait_documents("acme", &[v["id"].as_str().unwrap().to_string()])
+        .await;
     assert_eq!(docs[0]["status"], "ready", "{docs:?}");
-    let v = app.search("acme", json!({"query": "when is the roastery shop open", "min_score": 0})).await;
+    let v = app
+        .search(
+            "acme",
+            json!({"query": "when is the roastery shop open", "min_score": 0}),
+        )
+        .await;
     assert!(hit_texts(&v)[0].contains("every Friday"), "{v}");
     let mut app = app;
     app.stop().await;
@@ -409,12 +536,27 @@ async fn the_embeddings_api_is_an_alternative_and_a_model_change_re_indexes() {
     .await;
     app.create_tenant("acme").await;
     let kb = app.create_kb("acme", "faq", &[]).await;
-    app.upload_and_wait("acme", &kb, &[("faq.md", FAQ.into())]).await;
+    app.upload_and_wait("acme", &kb, &[("faq.md", FAQ.into())])
+        .await;
     assert!(emb.embedding_request_count() > 0);
-    let kb_view = app.get(&format!("/api/v1/tenants/acme/knowledge-bases/{kb}")).await;
-    assert_eq!(kb_view["embedding"], json!({"id": "openai:text-embedding-3-small", "dimension": 1536}));
-    let v = app.search("acme", json!({"query": "QRIS GoPay payment", "min_score": 0})).await;
-    assert!(!hit_texts(&v).is_empty(), "{v} {:?}", app.get("/api/v1/tenants/acme/knowledge-bases").await);
+    let kb_view = app
+        .get(&format!("/api/v1/tenants/acme/knowledge-bases/{kb}"))
+        .await;
+    assert_eq!(
+        kb_view["embedding"],
+        json!({"id": "openai:text-embedding-3-small", "dimension": 1536})
+    );
+    let v = app
+        .search(
+            "acme",
+            json!({"query": "QRIS GoPay payment", "min_score": 0}),
+        )
+        .await;
+    assert!(
+        !hit_texts(&v).is_empty(),
+        "{v} {:?}",
+        app.get("/api/v1/tenants/acme/knowledge-bases").await
+    );
     assert!(hit_texts(&v)[0].contains("QRIS"), "{v}");
 
     // Another model (here: shortened vectors): the base is embedded again on start.
@@ -422,27 +564,47 @@ async fn the_embeddings_api_is_an_alternative_and_a_model_change_re_indexes() {
     let mut app = app.restart(move |c| c.embeddings = settings).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let view = app.get(&format!("/api/v1/tenants/acme/knowledge-bases/{kb}")).await;
+        let view = app
+            .get(&format!("/api/v1/tenants/acme/knowledge-bases/{kb}"))
+            .await;
         if view["embedding"]["dimension"] == 256 && view["ready"] == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not re-indexed: {view}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not re-indexed: {view}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let v = app.search("acme", json!({"query": "QRIS GoPay payment", "min_score": 0})).await;
+    let v = app
+        .search(
+            "acme",
+            json!({"query": "QRIS GoPay payment", "min_score": 0}),
+        )
+        .await;
     assert!(hit_texts(&v)[0].contains("QRIS"), "{v}");
-    assert!(v["hits"][0]["cosine"].as_f64().is_some(), "dense retrieval in use: {v}");
+    assert!(
+        v["hits"][0]["cosine"].as_f64().is_some(),
+        "dense retrieval in use: {v}"
+    );
     app.stop().await;
 }
 
-async fn ask(app: &TestApp, tenant: wacrm::storage::TenantId, wamid: &str, text: &str) -> wacrm::conversations::Message {
+async fn ask(
+    app: &TestApp,
+    tenant: wacrm::storage::TenantId,
+    wamid: &str,
+    text: &str,
+) -> wacrm::conversations::Message {
     let body = text_webhook("106540352242922", "6281234567890", wamid, text);
     assert_eq!(app.post_signed(&body).await.0, 200);
     let wamid = wamid.to_string();
     app.wait_for(WAIT, |app| {
         let c = app.conversations(tenant).pop()?;
         let msgs = app.messages(tenant, &c);
-        let asked = msgs.iter().position(|m| m.wamid.as_deref() == Some(wamid.as_str()))?;
+        let asked = msgs
+            .iter()
+            .position(|m| m.wamid.as_deref() == Some(wamid.as_str()))?;
         msgs.into_iter()
             .skip(asked + 1)
             .find(|m| m.author == Author::Assistant)
@@ -454,14 +616,22 @@ async fn ask(app: &TestApp, tenant: wacrm::storage::TenantId, wamid: &str, text:
 async fn a_grounded_answer_cites_numbered_passages_and_records_its_sources() {
     let (mut app, _kb, tenant) = app_with_faq(Options::default()).await;
     let llm = app.llm.as_ref().unwrap();
-    llm.push_reply(Reply::Text("Delivery is free above 100000 rupiah [1].".into()));
+    llm.push_reply(Reply::Text(
+        "Delivery is free above 100000 rupiah [1].".into(),
+    ));
     let reply = ask(&app, tenant, "wamid.Q1", "Do I pay for delivery?").await;
     assert!(!reply.sources.is_empty());
     // Cited by the document's own title (its first heading), the file name when it has none.
     assert_eq!(reply.sources[0].document, "Kopi Nusantara FAQ");
-    let prompt = llm.requests().last().unwrap()["messages"][0]["content"].as_str().unwrap().to_string();
+    let prompt = llm.requests().last().unwrap()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(prompt.contains("[1] (Kopi Nusantara FAQ)"), "{prompt}");
-    assert!(prompt.contains("Delivery is free for orders above 100000"), "{prompt}");
+    assert!(
+        prompt.contains("Delivery is free for orders above 100000"),
+        "{prompt}"
+    );
     app.stop().await;
 }
 
@@ -469,21 +639,46 @@ async fn a_grounded_answer_cites_numbered_passages_and_records_its_sources() {
 async fn a_question_outside_the_knowledge_base_gets_no_invented_answer() {
     let (mut app, _kb, tenant) = app_with_faq(Options::default()).await;
     let llm = app.llm.as_ref().unwrap();
-    llm.push_reply(Reply::Text("I don't know that, shall I get a person?".into()));
+    llm.push_reply(Reply::Text(
+        "I don't know that, shall I get a person?".into(),
+    ));
     let reply = ask(&app, tenant, "wamid.Q2", "What is the capital of Mongolia?").await;
     assert!(reply.sources.is_empty());
-    let prompt = llm.requests().last().unwrap()["messages"][0]["content"].as_str().unwrap().to_string();
-    assert!(prompt.contains("(none found for this question)"), "{prompt}");
+    let prompt = llm.requests().last().unwrap()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        prompt.contains("(none found for this question)"),
+        "{prompt}"
+    );
 
     // The tenant prefers an immediate handoff: no model call at all.
-    app.api(reqwest::Method::PUT, "/api/v1/tenants/acme/knowledge/settings", Some(json!({"no_answer": "hand_off"})))
-        .await;
+    app.api(
+        reqwest::Method::PUT,
+        "/api/v1/tenants/acme/knowledge/settings",
+        Some(json!({"no_answer": "hand_off"})),
+    )
+    .await;
     let calls = llm.request_count();
-    let reply = ask(&app, tenant, "wamid.Q3", "Who won the football world cup in 1970?").await;
+    let reply = ask(
+        &app,
+        tenant,
+        "wamid.Q3",
+        "Who won the football world cup in 1970?",
+    )
+    .await;
     assert_eq!(llm.request_count(), calls);
     let c = app.conversations(tenant).pop().unwrap();
-    assert_ne!(c.state, wacrm::conversations::ConversationState::Bot, "{reply:?}");
-    assert_eq!(reply.body.preview_text(), "I'm connecting you with a member of our team. They'll reply here shortly.");
+    assert_ne!(
+        c.state,
+        wacrm::conversations::ConversationState::Bot,
+        "{reply:?}"
+    );
+    assert_eq!(
+        reply.body.preview_text(),
+        "I'm connecting you with a member of our team. They'll reply here shortly."
+    );
     app.stop().await;
 }
 
@@ -494,21 +689,35 @@ async fn offline_the_best_passage_answers_briefly_or_a_person_is_offered() {
         ..Options::default()
     })
     .await;
-    let reply = ask(&app, tenant, "wamid.O1", "Which payment methods do you accept?").await;
+    let reply = ask(
+        &app,
+        tenant,
+        "wamid.O1",
+        "Which payment methods do you accept?",
+    )
+    .await;
     let text = reply.body.preview_text();
     assert!(text.contains("QRIS"), "{text}");
-    assert!(!text.contains("Delivery"), "brief, not the whole chunk: {text}");
+    assert!(
+        !text.contains("Delivery"),
+        "brief, not the whole chunk: {text}"
+    );
     assert_eq!(reply.sources.len(), 1);
 
     let reply = ask(&app, tenant, "wamid.O2", "What is the capital of Mongolia?").await;
-    assert!(reply.body.preview_text().contains("don't know"), "{reply:?}");
+    assert!(
+        reply.body.preview_text().contains("don't know"),
+        "{reply:?}"
+    );
     assert!(reply.sources.is_empty());
     app.stop().await;
 }
 
-
 fn fixture_doc(name: &str) -> (&str, Vec<u8>) {
-    let path = format!("{}/tests/fixtures/documents/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/documents/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     (name, std::fs::read(path).unwrap())
 }
 
@@ -568,29 +777,68 @@ async fn every_format_is_retrievable_and_bad_files_fail_with_their_reason() {
         ("invoice.docx", "zip_bomb"),
     ] {
         let (s, c, reason) = status(name);
-        assert_eq!((s.as_str(), c.as_str()), ("failed", code), "{name}: {reason}");
+        assert_eq!(
+            (s.as_str(), c.as_str()),
+            ("failed", code),
+            "{name}: {reason}"
+        );
         assert!(!reason.is_empty());
     }
     // Each good format answers a question only it can answer.
     for (name, question, expect) in [
-        ("faq.md", "Can I order ahead and pick up later?", "pickup time"),
+        (
+            "faq.md",
+            "Can I order ahead and pick up later?",
+            "pickup time",
+        ),
         ("house_rules.txt", "Can I bring my dog?", "Pets are welcome"),
-        ("faq_cp1252.html", "Do I need to tip?", "Tips are never expected"),
-        ("hours_utf16.html", "jam berapa buka saat hari libur nasional?", "09.00"),
-        ("two_column.pdf", "When do loyalty points expire?", "twelve months"),
-        ("return_policy.docx", "How much is the Gayo single origin?", "130.000"),
+        (
+            "faq_cp1252.html",
+            "Do I need to tip?",
+            "Tips are never expected",
+        ),
+        (
+            "hours_utf16.html",
+            "jam berapa buka saat hari libur nasional?",
+            "09.00",
+        ),
+        (
+            "two_column.pdf",
+            "When do loyalty points expire?",
+            "twelve months",
+        ),
+        (
+            "return_policy.docx",
+            "How much is the Gayo single origin?",
+            "130.000",
+        ),
         ("prices_cp1252.csv", "Was kostet Crème brûlée?", "4,20"),
-        ("price_list.xlsx", "How much is a large Es Kopi Susu?", "34000"),
+        (
+            "price_list.xlsx",
+            "How much is a large Es Kopi Susu?",
+            "34000",
+        ),
     ] {
         assert_eq!(status(name).0, "ready", "{name}: {:?}", status(name));
-        let v = app.search("acme", json!({"query": question, "min_score": 0, "limit": 5})).await;
-        let found = v["hits"].as_array().unwrap().iter().any(|h| {
-            h["document_name"] == name && h["text"].as_str().unwrap().contains(expect)
-        });
+        let v = app
+            .search(
+                "acme",
+                json!({"query": question, "min_score": 0, "limit": 5}),
+            )
+            .await;
+        let found =
+            v["hits"].as_array().unwrap().iter().any(|h| {
+                h["document_name"] == name && h["text"].as_str().unwrap().contains(expect)
+            });
         assert!(found, "{name}: {question} -> {v}");
     }
     // The PDF keeps page numbers for citations, and reads the columns in order.
-    let v = app.search("acme", json!({"query": "allergens almond milk", "min_score": 0, "limit": 1})).await;
+    let v = app
+        .search(
+            "acme",
+            json!({"query": "allergens almond milk", "min_score": 0, "limit": 1}),
+        )
+        .await;
     assert_eq!(v["hits"][0]["page"], 2, "{v}");
     app.stop().await;
 }
@@ -604,15 +852,31 @@ async fn a_price_list_row_answers_its_question_offline() {
     .await;
     let tenant = app.tenant_with_channel("acme", "106540352242922").await;
     let kb = app.create_kb("acme", "prices", &[]).await;
-    app.upload_and_wait("acme", &kb, &[fixture_doc("price_list.xlsx")]).await;
-    let v = app
-        .search("acme", json!({"query": "berapa harga es kopi susu yang large?", "limit": 1}))
+    app.upload_and_wait("acme", &kb, &[fixture_doc("price_list.xlsx")])
         .await;
-    assert!(v["hits"][0]["text"].as_str().unwrap().contains("34000"), "{v}");
-    let reply = ask(&app, tenant, "wamid.P1", "How much is a large Es Kopi Susu?").await;
+    let v = app
+        .search(
+            "acme",
+            json!({"query": "berapa harga es kopi susu yang large?", "limit": 1}),
+        )
+        .await;
+    assert!(
+        v["hits"][0]["text"].as_str().unwrap().contains("34000"),
+        "{v}"
+    );
+    let reply = ask(
+        &app,
+        tenant,
+        "wamid.P1",
+        "How much is a large Es Kopi Susu?",
+    )
+    .await;
     let text = reply.body.preview_text();
     assert!(text.contains("34000"), "{text}");
-    assert!(!text.contains("22000"), "one row, not the whole sheet: {text}");
+    assert!(
+        !text.contains("22000"),
+        "one row, not the whole sheet: {text}"
+    );
     assert_eq!(reply.sources.len(), 1);
     app.stop().await;
 }

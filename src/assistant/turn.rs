@@ -10,11 +10,11 @@ use super::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, ToolDef};
 use super::{intent, Assistant, KnowledgePassage};
 use crate::conversations::actions::{clear_pending_turn, hand_off, queue_outbound};
 use crate::conversations::turns::{ScheduledTurn, TurnFuture, TurnResult, TurnRunner};
-use crate::knowledge::NoAnswerPolicy;
 use crate::conversations::{
     Author, Conversation, ConversationState, HandoffReason, LiveUpdate, Message, MessageBody,
     Source, CONVERSATIONS, PENDING_TURNS,
 };
+use crate::knowledge::NoAnswerPolicy;
 use crate::storage::{StoreError, TenantId};
 use crate::tenants::{Tenant, TenantStatus};
 use crate::whatsapp::outbound::OutboundContent;
@@ -432,7 +432,11 @@ mod tests {
             score: 0.9,
             confident: true,
         };
-        match offline_answer(std::slice::from_ref(&passage), Lang::English, NoAnswerPolicy::HandOff) {
+        match offline_answer(
+            std::slice::from_ref(&passage),
+            Lang::English,
+            NoAnswerPolicy::HandOff,
+        ) {
             Decision::Reply { text, sources } => {
                 assert_eq!(text, "Latte costs 35000.");
                 assert_eq!(sources, vec![passage.to_source()]);

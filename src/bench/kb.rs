@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
 use crate::knowledge::chunk::{chunk, ChunkConfig};
-use crate::knowledge::embeddings::{normalise, shared_local_embedder, Embeddings};
 use crate::knowledge::embedder::EmbedderConfig;
+use crate::knowledge::embeddings::{normalise, shared_local_embedder, Embeddings};
 use crate::knowledge::eval::ScratchDir;
 use crate::knowledge::index::vector::exact_top_k;
 use crate::knowledge::index::SearchIndex;
@@ -34,7 +34,10 @@ pub async fn run(config: Config, opts: KbBenchOptions) -> anyhow::Result<()> {
     println!("== parsing and chunking (500-token chunks, 50 overlap) ==");
     parse_throughput();
     if !opts.skip_embedding {
-        println!("\n== local embedding ({}) ==", crate::knowledge::embedder::DEFAULT_MODEL_ID);
+        println!(
+            "\n== local embedding ({}) ==",
+            crate::knowledge::embedder::DEFAULT_MODEL_ID
+        );
         embedding_throughput(&config.models_dir).await?;
     }
     println!(
@@ -56,7 +59,11 @@ pub async fn run(config: Config, opts: KbBenchOptions) -> anyhow::Result<()> {
         )
         .await?;
         for (lang, r) in &report.by_lang {
-            let target = if lang == "en" { "  (target >= 0.85)" } else { "" };
+            let target = if lang == "en" {
+                "  (target >= 0.85)"
+            } else {
+                ""
+            };
             println!(
                 "{lang}: hit@1 {:.3}  hit@5 {:.3}{target}  MRR {:.3}  ({} queries)",
                 r.hit_at_1, r.hit_at_5, r.mrr, r.queries
@@ -98,7 +105,10 @@ fn parse_throughput() {
         }
     }
     // Baseline: UTF-8 validation of the same bytes, the least any text pipeline does.
-    println!("{:<5} {:>10} {:>14} {:>16} {:>7}", "kind", "size", "parse+chunk", "utf-8 baseline", "ratio");
+    println!(
+        "{:<5} {:>10} {:>14} {:>16} {:>7}",
+        "kind", "size", "parse+chunk", "utf-8 baseline", "ratio"
+    );
     let limits = ParseLimits::default();
     let config = ChunkConfig::default();
     for (kind, name, bytes) in samples {
@@ -169,7 +179,9 @@ impl Synthetic {
         let vocabulary = (0..5000)
             .map(|i| {
                 let len = rng.gen_range(3..9);
-                let w: String = (0..len).map(|_| rng.gen_range(b'a'..=b'z') as char).collect();
+                let w: String = (0..len)
+                    .map(|_| rng.gen_range(b'a'..=b'z') as char)
+                    .collect();
                 format!("{w}{}", i % 7)
             })
             .collect();
@@ -189,7 +201,10 @@ impl Synthetic {
     }
 
     fn text(&mut self, words: usize) -> String {
-        (0..words).map(|_| self.word().to_string()).collect::<Vec<_>>().join(" ")
+        (0..words)
+            .map(|_| self.word().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn vector(&mut self) -> Vec<f32> {
@@ -295,24 +310,34 @@ async fn retrieval(size: usize, opts: &KbBenchOptions) -> anyhow::Result<()> {
     let mut others = Vec::new();
     for _ in 0..opts.other_tenants {
         let t = TenantId::new();
-        fill(&store, &mut synth, t, KnowledgeBaseId::new(), opts.other_tenant_chunks).await?;
+        fill(
+            &store,
+            &mut synth,
+            t,
+            KnowledgeBaseId::new(),
+            opts.other_tenant_chunks,
+        )
+        .await?;
         others.push(t);
     }
     let stored = started.elapsed();
     let index_dir = scratch.path().join("index");
     let store2 = store.clone();
-    let (index, built) = tokio::task::spawn_blocking(move || -> anyhow::Result<(SearchIndex, Duration)> {
-        let index = SearchIndex::open(&index_dir).map_err(anyhow::Error::msg)?;
-        let started = Instant::now();
-        index
-            .sync_tenant(&store2, tenant, MODEL, true)
-            .map_err(anyhow::Error::msg)?;
-        for t in &others {
-            index.sync_tenant(&store2, *t, MODEL, true).map_err(anyhow::Error::msg)?;
-        }
-        Ok((index, started.elapsed()))
-    })
-    .await??;
+    let (index, built) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(SearchIndex, Duration)> {
+            let index = SearchIndex::open(&index_dir).map_err(anyhow::Error::msg)?;
+            let started = Instant::now();
+            index
+                .sync_tenant(&store2, tenant, MODEL, true)
+                .map_err(anyhow::Error::msg)?;
+            for t in &others {
+                index
+                    .sync_tenant(&store2, *t, MODEL, true)
+                    .map_err(anyhow::Error::msg)?;
+            }
+            Ok((index, started.elapsed()))
+        })
+        .await??;
     println!(
         "\n{size} chunks: stored in {:.1} s, indexed (BM25 + HNSW) in {:.1} s",
         stored.as_secs_f64(),
@@ -355,7 +380,11 @@ async fn retrieval(size: usize, opts: &KbBenchOptions) -> anyhow::Result<()> {
             let exact = exact_top_k(q, &vectors, 5);
             exact_times.push(started.elapsed());
             if let Some(g) = &graph {
-                let approx: Vec<u64> = g.search(q, 5, &[kb]).into_iter().map(|(id, _)| id).collect();
+                let approx: Vec<u64> = g
+                    .search(q, 5, &[kb])
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
                 hits += exact.iter().filter(|(id, _)| approx.contains(id)).count();
             }
         }
@@ -373,7 +402,11 @@ async fn retrieval(size: usize, opts: &KbBenchOptions) -> anyhow::Result<()> {
         latencies.len(),
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
-        if p99 < Duration::from_millis(10) { "met" } else { "NOT met" }
+        if p99 < Duration::from_millis(10) {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     println!(
         "HNSW recall@5 against exact search: {:.3} (target >= 0.95: {}); exact search alone p50 {:.2} ms, ratio hybrid/exact {:.2}x",

@@ -77,7 +77,12 @@ impl ApiClient {
     }
 
     /// POSTs one file as a multipart/form-data `file` part.
-    pub async fn upload(&self, path: &str, filename: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+    pub async fn upload(
+        &self,
+        path: &str,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         let form = reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),

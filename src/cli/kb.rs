@@ -34,7 +34,11 @@ pub enum KbCommand {
         no_wait: bool,
     },
     /// Add a web page by URL (fetched and cleaned of navigation and boilerplate).
-    AddUrl { tenant: String, kb: String, url: String },
+    AddUrl {
+        tenant: String,
+        kb: String,
+        url: String,
+    },
     /// Delete a document (by id), or a whole knowledge base with --base.
     Delete {
         tenant: String,
@@ -116,10 +120,16 @@ async fn run_api(api: &ApiClient, cmd: KbCommand) -> anyhow::Result<()> {
                     json!({"name": name, "outlets": outlets}),
                 )
                 .await?;
-            println!("{}\t{}", kb["id"].as_str().unwrap_or(""), kb["name"].as_str().unwrap_or(""));
+            println!(
+                "{}\t{}",
+                kb["id"].as_str().unwrap_or(""),
+                kb["name"].as_str().unwrap_or("")
+            );
         }
         KbCommand::List { tenant, kb: None } => {
-            let kbs = api.get(&format!("/api/v1/tenants/{tenant}/knowledge-bases")).await?;
+            let kbs = api
+                .get(&format!("/api/v1/tenants/{tenant}/knowledge-bases"))
+                .await?;
             println!("ID\tNAME\tDOCUMENTS\tREADY\tFAILED\tCHUNKS\tOUTLETS");
             for kb in kbs.as_array().into_iter().flatten() {
                 let outlets = kb["outlets"].as_array().map_or(0, Vec::len);
@@ -131,7 +141,11 @@ async fn run_api(api: &ApiClient, cmd: KbCommand) -> anyhow::Result<()> {
                     kb["ready"],
                     kb["failed"],
                     kb["chunks"],
-                    if outlets == 0 { "all".to_string() } else { outlets.to_string() }
+                    if outlets == 0 {
+                        "all".to_string()
+                    } else {
+                        outlets.to_string()
+                    }
                 );
             }
         }
@@ -140,7 +154,9 @@ async fn run_api(api: &ApiClient, cmd: KbCommand) -> anyhow::Result<()> {
             kb: Some(kb),
         } => {
             let docs = api
-                .get(&format!("/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents"))
+                .get(&format!(
+                    "/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents"
+                ))
                 .await?;
             println!("ID\tSTATUS\tPROGRESS\tCHUNKS\tNAME\tREASON");
             for d in docs.as_array().into_iter().flatten() {
@@ -212,9 +228,16 @@ async fn run_api(api: &ApiClient, cmd: KbCommand) -> anyhow::Result<()> {
                     i + 1,
                     h["score"].as_f64().unwrap_or(0.0),
                     h["document_name"].as_str().unwrap_or(""),
-                    h["page"].as_u64().map(|p| format!(" p.{p}")).unwrap_or_default(),
-                    h["bm25_rank"].as_u64().map_or("-".into(), |r| r.to_string()),
-                    h["dense_rank"].as_u64().map_or("-".into(), |r| r.to_string()),
+                    h["page"]
+                        .as_u64()
+                        .map(|p| format!(" p.{p}"))
+                        .unwrap_or_default(),
+                    h["bm25_rank"]
+                        .as_u64()
+                        .map_or("-".into(), |r| r.to_string()),
+                    h["dense_rank"]
+                        .as_u64()
+                        .map_or("-".into(), |r| r.to_string()),
                     text.replace('\n', " ")
                 );
             }
@@ -246,16 +269,21 @@ async fn add_files(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        let bytes = match std::fs::read(path).with_context(|| format!("cannot read {}", path.display())) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("{name}: {e:#}");
-                failures += 1;
-                continue;
-            }
-        };
+        let bytes =
+            match std::fs::read(path).with_context(|| format!("cannot read {}", path.display())) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("{name}: {e:#}");
+                    failures += 1;
+                    continue;
+                }
+            };
         match api
-            .upload(&format!("/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents"), &name, bytes)
+            .upload(
+                &format!("/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents"),
+                &name,
+                bytes,
+            )
             .await
         {
             Ok(v) => {
@@ -265,9 +293,15 @@ async fn add_files(
                 }
                 for d in v["documents"].as_array().into_iter().flatten() {
                     if d["created"] == false {
-                        println!("{name}: already in this knowledge base (document {})", d["id"].as_str().unwrap_or(""));
+                        println!(
+                            "{name}: already in this knowledge base (document {})",
+                            d["id"].as_str().unwrap_or("")
+                        );
                     } else {
-                        queued.push((d["id"].as_str().unwrap_or_default().to_string(), name.clone()));
+                        queued.push((
+                            d["id"].as_str().unwrap_or_default().to_string(),
+                            name.clone(),
+                        ));
                     }
                 }
             }
@@ -313,7 +347,9 @@ async fn follow(
         let mut still = Vec::new();
         for i in open {
             let (id, bar) = &tracked[i];
-            let d: Value = api.get(&format!("/api/v1/tenants/{tenant}/documents/{id}")).await?;
+            let d: Value = api
+                .get(&format!("/api/v1/tenants/{tenant}/documents/{id}"))
+                .await?;
             let status = d["status"].as_str().unwrap_or("");
             // Parsing is the first third of the bar, embedding the rest.
             let progress = d["progress"].as_u64().unwrap_or(0);

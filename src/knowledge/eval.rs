@@ -98,12 +98,16 @@ pub fn read_queries(path: &Path) -> Result<Vec<EvalQuery>, EvalError> {
         if line.is_empty() || line.starts_with("//") {
             continue;
         }
-        out.push(serde_json::from_str(line).map_err(|e| {
-            EvalError::Input(format!("{}:{}: {e}", path.display(), i + 1))
-        })?);
+        out.push(
+            serde_json::from_str(line)
+                .map_err(|e| EvalError::Input(format!("{}:{}: {e}", path.display(), i + 1)))?,
+        );
     }
     if out.is_empty() {
-        return Err(EvalError::Input(format!("{} has no queries", path.display())));
+        return Err(EvalError::Input(format!(
+            "{} has no queries",
+            path.display()
+        )));
     }
     Ok(out)
 }
@@ -168,13 +172,21 @@ async fn evaluate(
     let started = Instant::now();
     let mut ids = Vec::new();
     for f in files {
-        let bytes = std::fs::read(f).map_err(|e| EvalError::Input(format!("{}: {e}", f.display())))?;
+        let bytes =
+            std::fs::read(f).map_err(|e| EvalError::Input(format!("{}: {e}", f.display())))?;
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let added = service
-            .add_document(tenant.id, kb.id, &name, None, &bytes, DocumentSource::Upload)
+            .add_document(
+                tenant.id,
+                kb.id,
+                &name,
+                None,
+                &bytes,
+                DocumentSource::Upload,
+            )
             .await?;
         ids.push(added.document.id);
     }
@@ -262,10 +274,22 @@ async fn evaluate(
             let t = i as f32 / 10.0;
             ThresholdRow {
                 min_score: t,
-                answerable_kept: ratio(answerable.iter().filter(|o| o.right_score.is_some_and(|s| s >= t)).count(), answerable.len()),
-                unanswerable_refused: ratio(unanswerable.iter().filter(|o| o.best_score < t).count(), unanswerable.len()),
+                answerable_kept: ratio(
+                    answerable
+                        .iter()
+                        .filter(|o| o.right_score.is_some_and(|s| s >= t))
+                        .count(),
+                    answerable.len(),
+                ),
+                unanswerable_refused: ratio(
+                    unanswerable.iter().filter(|o| o.best_score < t).count(),
+                    unanswerable.len(),
+                ),
                 top1_precision: ratio(
-                    answerable.iter().filter(|o| o.best_score >= t && o.rank == Some(0)).count(),
+                    answerable
+                        .iter()
+                        .filter(|o| o.best_score >= t && o.rank == Some(0))
+                        .count(),
                     answerable.iter().filter(|o| o.best_score >= t).count(),
                 ),
             }

@@ -121,7 +121,10 @@ pub async fn fetch_page(
             .map_err(|e| KnowledgeError::Fetch(e.to_string()))?;
         let response = client
             .get(current.clone())
-            .header("accept", "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5")
+            .header(
+                "accept",
+                "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5",
+            )
             .send()
             .await
             .map_err(|e| KnowledgeError::Fetch(e.to_string()))?;
@@ -138,9 +141,14 @@ pub async fn fetch_page(
             continue;
         }
         if !status.is_success() {
-            return Err(KnowledgeError::Fetch(format!("the server answered HTTP {status}")));
+            return Err(KnowledgeError::Fetch(format!(
+                "the server answered HTTP {status}"
+            )));
         }
-        if response.content_length().is_some_and(|n| n as usize > max_bytes) {
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > max_bytes)
+        {
             return Err(KnowledgeError::TooLarge { limit: max_bytes });
         }
         let content_type = response
@@ -175,8 +183,18 @@ mod tests {
     #[test]
     fn only_public_addresses_pass() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1", "224.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap(), false), "{ip}");
         }
@@ -190,7 +208,13 @@ mod tests {
     #[tokio::test]
     async fn other_schemes_and_local_hosts_are_refused() {
         let t = Duration::from_secs(1);
-        for url in ["file:///etc/passwd", "ftp://example.com/x", "http://127.0.0.1:9/", "http://[::1]/", "http://user:pw@example.com/"] {
+        for url in [
+            "file:///etc/passwd",
+            "ftp://example.com/x",
+            "http://127.0.0.1:9/",
+            "http://[::1]/",
+            "http://user:pw@example.com/",
+        ] {
             let err = fetch_page(url, 1000, t, false).await.err().unwrap();
             assert_eq!(err.code(), "url_refused", "{url}: {err}");
         }

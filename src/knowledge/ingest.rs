@@ -234,9 +234,7 @@ impl KnowledgeService {
                 self.notify(tenant);
             }
         }
-        let dimension = planned
-            .iter()
-            .find_map(|p| p.vector.as_ref().map(Vec::len));
+        let dimension = planned.iter().find_map(|p| p.vector.as_ref().map(Vec::len));
         self.commit_ingest(
             delivery,
             tenant,
@@ -439,9 +437,10 @@ impl KnowledgeService {
             .await;
         let outcome = match outcome {
             Ok(o) => o,
-            Err(StoreError::Rejected { code: "retry", message }) => {
-                return Err(HandlerError::Retry(message))
-            }
+            Err(StoreError::Rejected {
+                code: "retry",
+                message,
+            }) => return Err(HandlerError::Retry(message)),
             Err(e) => return Err(e.into()),
         };
         let Some((indexed, gone)) = outcome else {

@@ -76,17 +76,14 @@ impl KnowledgeService {
         if allowed.is_empty() {
             return Ok(SearchOutcome::default());
         }
-        let (query_vector, dense_unavailable) =
-            match self.embeddings.embed_query(question).await {
-                Ok(v) => (Some(v), None),
-                Err(e) => {
-                    tracing::warn!(tenant = %req.tenant, code = e.code, error = %e, "dense retrieval unavailable; BM25 only");
-                    (None, Some(e.message))
-                }
-            };
-        let hits = self
-            .search_with_vector(req, &allowed, query_vector)
-            .await?;
+        let (query_vector, dense_unavailable) = match self.embeddings.embed_query(question).await {
+            Ok(v) => (Some(v), None),
+            Err(e) => {
+                tracing::warn!(tenant = %req.tenant, code = e.code, error = %e, "dense retrieval unavailable; BM25 only");
+                (None, Some(e.message))
+            }
+        };
+        let hits = self.search_with_vector(req, &allowed, query_vector).await?;
         Ok(SearchOutcome {
             hits,
             dense_unavailable,
@@ -122,7 +119,15 @@ impl KnowledgeService {
         let model = self.embeddings.model_id().to_string();
         let calibration = self.embeddings.calibration();
         tokio::task::spawn_blocking(move || {
-            hybrid(&index, &store, &req, &allowed, query_vector.as_deref(), &model, calibration)
+            hybrid(
+                &index,
+                &store,
+                &req,
+                &allowed,
+                query_vector.as_deref(),
+                &model,
+                calibration,
+            )
         })
         .await
         .map_err(|e| KnowledgeError::Index(e.to_string()))?
@@ -287,11 +292,7 @@ const EXCERPT_MAX_CHARS: usize = 320;
 
 /// Picks the sentence of `text` that best answers `question` (by embedding when a query vector
 /// and sentence vectors are given, else by shared words) and the next one when it is short.
-pub fn excerpt(
-    text: &str,
-    question: &str,
-    sentence_scores: Option<&[f32]>,
-) -> String {
+pub fn excerpt(text: &str, question: &str, sentence_scores: Option<&[f32]>) -> String {
     let sents = sentences(text);
     if sents.is_empty() {
         return String::new();
@@ -360,7 +361,10 @@ impl KnowledgeService {
             .hits
             .iter()
             .map(|h| KnowledgePassage {
-                document: h.document_title.clone().unwrap_or_else(|| h.document_name.clone()),
+                document: h
+                    .document_title
+                    .clone()
+                    .unwrap_or_else(|| h.document_name.clone()),
                 chunk: format!("{}#{}", h.document, h.ordinal),
                 text: h.text.clone(),
                 excerpt: String::new(),
@@ -404,7 +408,9 @@ impl KnowledgeRetriever for KnowledgeService {
     }
 
     fn no_answer_policy(&self, tenant: TenantId) -> NoAnswerPolicy {
-        self.settings(tenant).map(|s| s.no_answer).unwrap_or_default()
+        self.settings(tenant)
+            .map(|s| s.no_answer)
+            .unwrap_or_default()
     }
 }
 
@@ -417,7 +423,9 @@ mod tests {
 
     #[test]
     fn splits_sentences_and_rows() {
-        let s = sentences("Opening hours: 9 am to 9 pm. Closed on Mondays!\nItem: Latte; Price: 35000\n\n");
+        let s = sentences(
+            "Opening hours: 9 am to 9 pm. Closed on Mondays!\nItem: Latte; Price: 35000\n\n",
+        );
         assert_eq!(
             s,
             vec![

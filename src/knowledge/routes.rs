@@ -19,9 +19,7 @@ impl From<KnowledgeError> for ApiError {
     fn from(e: KnowledgeError) -> Self {
         let status = match &e {
             KnowledgeError::Store(_) => return ApiError::from_store(e),
-            KnowledgeError::Io(_) | KnowledgeError::Index(_) => {
-                return ApiError::from_internal(e)
-            }
+            KnowledgeError::Io(_) | KnowledgeError::Index(_) => return ApiError::from_internal(e),
             KnowledgeError::NotFound(_) => StatusCode::NOT_FOUND,
             KnowledgeError::Invalid { .. } => StatusCode::BAD_REQUEST,
             KnowledgeError::Conflict(_) => StatusCode::CONFLICT,
@@ -294,7 +292,14 @@ async fn upload_documents(
     for f in files {
         match state
             .knowledge
-            .add_document(tenant, kb, &f.filename, f.mime, &f.bytes, DocumentSource::Upload)
+            .add_document(
+                tenant,
+                kb,
+                &f.filename,
+                f.mime,
+                &f.bytes,
+                DocumentSource::Upload,
+            )
             .await
         {
             Ok(added) => result.documents.push(AddedView {
@@ -381,7 +386,10 @@ async fn delete_document(
     Path((tenant, doc)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = tenant_id(&state, &tenant)?;
-    state.knowledge.delete_document(tenant, doc_id(&doc)?).await?;
+    state
+        .knowledge
+        .delete_document(tenant, doc_id(&doc)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

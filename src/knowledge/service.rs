@@ -47,8 +47,8 @@ impl KnowledgeService {
         store: Store,
         embeddings: Arc<Embeddings>,
     ) -> Result<Arc<Self>, KnowledgeError> {
-        let index = SearchIndex::open(&config.data_dir.join(INDEX_DIR))
-            .map_err(KnowledgeError::Index)?;
+        let index =
+            SearchIndex::open(&config.data_dir.join(INDEX_DIR)).map_err(KnowledgeError::Index)?;
         let (changes, _) = watch::channel(0);
         Ok(Arc::new(Self {
             store,
@@ -98,7 +98,13 @@ impl KnowledgeService {
             }
             match this.reconcile_all(false).await {
                 Ok(r) if r.text_added + r.text_removed + r.vectors_added > 0 => {
-                    tracing::info!(chunks = r.chunks, text_added = r.text_added, text_removed = r.text_removed, vectors_added = r.vectors_added, "search indexes repaired from the database");
+                    tracing::info!(
+                        chunks = r.chunks,
+                        text_added = r.text_added,
+                        text_removed = r.text_removed,
+                        vectors_added = r.vectors_added,
+                        "search indexes repaired from the database"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "index reconciliation failed"),
@@ -127,7 +133,11 @@ impl KnowledgeService {
         crate::tenants::list_tenants(&self.store)
             .unwrap_or_default()
             .iter()
-            .any(|t| !store::list_kbs(&self.store, t.id).unwrap_or_default().is_empty())
+            .any(|t| {
+                !store::list_kbs(&self.store, t.id)
+                    .unwrap_or_default()
+                    .is_empty()
+            })
     }
 
     async fn maintain(self: &Arc<Self>) {
@@ -195,7 +205,12 @@ impl KnowledgeService {
         .map_err(KnowledgeError::Index)
     }
 
-    pub(crate) async fn index_changes(&self, tenant: TenantId, add: Vec<IndexItem>, gone: Vec<u64>) {
+    pub(crate) async fn index_changes(
+        &self,
+        tenant: TenantId,
+        add: Vec<IndexItem>,
+        gone: Vec<u64>,
+    ) {
         let index = self.index.clone();
         let model = self.embeddings.model_id().to_string();
         let result = tokio::task::spawn_blocking(move || {
@@ -369,7 +384,9 @@ impl KnowledgeService {
             &page.url,
             page.content_type,
             &page.body,
-            DocumentSource::Url { url: page.url.clone() },
+            DocumentSource::Url {
+                url: page.url.clone(),
+            },
         )
         .await
     }

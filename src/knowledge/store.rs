@@ -14,7 +14,12 @@ pub const DOCUMENTS_DIR: &str = "documents";
 
 /// Where a document's original bytes live: one file per generation, so a replacement never
 /// overwrites the bytes an in-flight ingestion is reading.
-pub fn original_path(data_dir: &Path, tenant: TenantId, doc: DocumentId, generation: u32) -> PathBuf {
+pub fn original_path(
+    data_dir: &Path,
+    tenant: TenantId,
+    doc: DocumentId,
+    generation: u32,
+) -> PathBuf {
     data_dir
         .join(DOCUMENTS_DIR)
         .join(tenant.to_string())
@@ -78,7 +83,10 @@ pub async fn create_kb(
 
 pub fn list_kbs(store: &Store, tenant: TenantId) -> Result<Vec<KnowledgeBase>, StoreError> {
     Ok(store
-        .read(|r| r.tenant(tenant).scan(&KNOWLEDGE_BASES, &[], false, usize::MAX))?
+        .read(|r| {
+            r.tenant(tenant)
+                .scan(&KNOWLEDGE_BASES, &[], false, usize::MAX)
+        })?
         .into_iter()
         .map(|(_, kb)| kb)
         .collect())
@@ -344,8 +352,7 @@ fn remove_document_rows(
 ) -> Result<Vec<u64>, StoreError> {
     let chunks = detach_document_chunks(t, document.id)?;
     let by_hash = hash_key(document.kb, &document.sha256);
-    if t
-        .get(&DOCUMENT_BY_HASH, &by_hash)?
+    if t.get(&DOCUMENT_BY_HASH, &by_hash)?
         .is_some_and(|r| r.document == document.id)
     {
         t.delete(&DOCUMENT_BY_HASH, &by_hash)?;

@@ -281,7 +281,12 @@ impl TestApp {
     }
 
     /// Uploads files and waits until each is ready or failed; returns the documents, in order.
-    pub async fn upload_and_wait(&self, tenant: &str, kb: &str, files: &[(&str, Vec<u8>)]) -> Vec<Value> {
+    pub async fn upload_and_wait(
+        &self,
+        tenant: &str,
+        kb: &str,
+        files: &[(&str, Vec<u8>)],
+    ) -> Vec<Value> {
         let (status, v) = self.upload(tenant, kb, files).await;
         assert!(status < 300, "upload: {status} {v}");
         let ids: Vec<String> = v["documents"]
@@ -300,7 +305,10 @@ impl TestApp {
         loop {
             let mut docs = Vec::new();
             for id in ids {
-                docs.push(self.get(&format!("/api/v1/tenants/{tenant}/documents/{id}")).await);
+                docs.push(
+                    self.get(&format!("/api/v1/tenants/{tenant}/documents/{id}"))
+                        .await,
+                );
             }
             if docs
                 .iter()

@@ -181,9 +181,9 @@ impl SearchIndex {
                         }
                     }
                 };
-                let graph = Arc::new(loaded.unwrap_or_else(|| {
-                    TenantGraph::new(model, dimension, kb_of.len())
-                }));
+                let graph = Arc::new(
+                    loaded.unwrap_or_else(|| TenantGraph::new(model, dimension, kb_of.len())),
+                );
                 self.vectors.put(tenant, graph.clone());
                 graph
             }

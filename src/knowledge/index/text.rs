@@ -10,8 +10,7 @@ use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED,
-    STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer,
@@ -124,11 +123,7 @@ impl TextIndex {
     }
 
     /// Adds and removes entries, commits, and makes the change visible to searches.
-    pub fn apply(
-        &self,
-        add: &[TextEntry<'_>],
-        remove: &[(TenantId, u64)],
-    ) -> Result<(), String> {
+    pub fn apply(&self, add: &[TextEntry<'_>], remove: &[(TenantId, u64)]) -> Result<(), String> {
         if add.is_empty() && remove.is_empty() {
             return Ok(());
         }
@@ -158,7 +153,10 @@ impl TextIndex {
     /// Removes every entry of a tenant.
     pub fn remove_tenant(&self, tenant: TenantId) -> Result<(), String> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        writer.delete_term(Term::from_field_text(self.fields.tenant, &tenant.to_string()));
+        writer.delete_term(Term::from_field_text(
+            self.fields.tenant,
+            &tenant.to_string(),
+        ));
         writer.commit().map_err(|e| e.to_string())?;
         drop(writer);
         self.reader.reload().map_err(|e| e.to_string())
@@ -307,20 +305,44 @@ mod tests {
         index
             .apply(
                 &[
-                    TextEntry { tenant: a, kb: kb_a, chunk: 1, text },
-                    TextEntry { tenant: b, kb: kb_b, chunk: 1, text },
+                    TextEntry {
+                        tenant: a,
+                        kb: kb_a,
+                        chunk: 1,
+                        text,
+                    },
+                    TextEntry {
+                        tenant: b,
+                        kb: kb_b,
+                        chunk: 1,
+                        text,
+                    },
                 ],
                 &[],
             )
             .unwrap();
         // Even naming tenant B's base, tenant A's query only sees tenant A's rows.
-        assert_eq!(index.search(a, &[kb_a, kb_b], "kopi susu", 10).unwrap().len(), 1);
-        assert!(index.search(a, &[kb_b], "kopi susu", 10).unwrap().is_empty());
+        assert_eq!(
+            index
+                .search(a, &[kb_a, kb_b], "kopi susu", 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(index
+            .search(a, &[kb_b], "kopi susu", 10)
+            .unwrap()
+            .is_empty());
         index.apply(&[], &[(a, 1)]).unwrap();
         assert!(index.search(a, &[kb_a], "kopi", 10).unwrap().is_empty());
         assert_eq!(index.tenant_chunks(b).unwrap(), HashSet::from([1]));
         // Re-adding the same entry does not duplicate it.
-        let again = [TextEntry { tenant: b, kb: kb_b, chunk: 1, text }];
+        let again = [TextEntry {
+            tenant: b,
+            kb: kb_b,
+            chunk: 1,
+            text,
+        }];
         index.apply(&again, &[]).unwrap();
         assert_eq!(index.search(b, &[kb_b], "café kopi", 10).unwrap().len(), 1);
     }

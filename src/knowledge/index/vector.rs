@@ -128,7 +128,10 @@ impl TenantGraph {
     }
 
     pub fn live_count(&self) -> usize {
-        self.live.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub fn dead_count(&self) -> usize {
@@ -195,10 +198,9 @@ impl TenantGraph {
     /// caller trims it to what redb holds (`retain`). Any damage is an error (never a panic), and
     /// the caller rebuilds from redb.
     pub fn load(dir: &Path, kb_of: &HashMap<u64, KnowledgeBaseId>) -> Result<Self, String> {
-        let meta: GraphMeta = serde_json::from_slice(
-            &std::fs::read(dir.join(META_FILE)).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        let meta: GraphMeta =
+            serde_json::from_slice(&std::fs::read(dir.join(META_FILE)).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         if meta.format != 1 {
             return Err(format!("unknown graph format {}", meta.format));
         }
@@ -216,7 +218,9 @@ impl TenantGraph {
             io.load_hnsw::<f32, UnitCosine>().map_err(|e| e.to_string())
         }))
         .map_err(|_| "graph dump is damaged".to_string())??;
-        if loaded.get_point_indexation().get_data_dimension() != meta.dimension && loaded.get_nb_point() > 0 {
+        if loaded.get_point_indexation().get_data_dimension() != meta.dimension
+            && loaded.get_nb_point() > 0
+        {
             return Err("graph dimension differs from its metadata".into());
         }
         let mut live = HashMap::new();
@@ -296,11 +300,7 @@ impl VectorIndex {
 }
 
 /// Exact search over the same vectors, for measuring the graph's recall.
-pub fn exact_top_k(
-    query: &[f32],
-    vectors: &[(u64, Vec<f32>)],
-    k: usize,
-) -> Vec<(u64, f32)> {
+pub fn exact_top_k(query: &[f32], vectors: &[(u64, Vec<f32>)], k: usize) -> Vec<(u64, f32)> {
     let mut scored: Vec<(u64, f32)> = vectors
         .iter()
         .map(|(id, v)| (*id, super::super::embeddings::dot(query, v)))

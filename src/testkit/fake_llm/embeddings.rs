@@ -53,7 +53,11 @@ pub(super) async fn handle(
     let inputs: Vec<String> = match &request["input"] {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) if !items.is_empty() && items.len() <= 2048 => {
-            match items.iter().map(|v| v.as_str().map(str::to_string)).collect() {
+            match items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect()
+            {
                 Some(v) => v,
                 None => return invalid("'$.input' is invalid.", "input"),
             }
@@ -70,8 +74,14 @@ pub(super) async fn handle(
             _ => return invalid("Invalid value for 'dimensions'.", "dimensions"),
         },
     };
-    if request["encoding_format"].as_str().is_some_and(|f| f != "float") {
-        return invalid("only encoding_format \"float\" is supported here", "encoding_format");
+    if request["encoding_format"]
+        .as_str()
+        .is_some_and(|f| f != "float")
+    {
+        return invalid(
+            "only encoding_format \"float\" is supported here",
+            "encoding_format",
+        );
     }
     let tokens: usize = inputs.iter().map(|s| s.chars().count().div_ceil(4)).sum();
     let data: Vec<Value> = inputs
