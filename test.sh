@@ -15,5 +15,7 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   systemd-analyze verify "$tmp/wacrm.service"
   rm -rf "$tmp"
 fi
+echo "==> models (the knowledge tests run the real embedding model; cached after the first run)"
+bash scripts/fetch-models.sh "$PWD/models"
 echo "==> cargo test"
 cargo test --locked --all-targets
