@@ -323,11 +323,13 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        let published = commit_batch(&db, batch, &mut next_seq);
+        // Counted before the callers are answered, so a caller that sees its write done also
+        // sees it in the statistics.
         if let Ok(mut s) = stats.lock() {
             s.commits += 1;
             s.jobs += size as u64;
         }
+        let published = commit_batch(&db, batch, &mut next_seq);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
