@@ -151,6 +151,10 @@ impl KnowledgeService {
                         Ok(r) => tracing::info!(%tenant, vectors = r.vectors_added, "vector graph compacted"),
                         Err(e) => tracing::warn!(%tenant, error = %e, "compaction failed"),
                     }
+                    // Chunks indexed into the old graph while the new one was built.
+                    if let Err(e) = index.sync_tenant(&store, tenant, &model, false) {
+                        tracing::warn!(%tenant, error = %e, "post-compaction sync failed");
+                    }
                 }
             }
             index.save_graphs();

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use crate::storage::{KnowledgeBaseId, Store, StoreError, TenantId};
 
-use super::model::{chunk_id_of_key, CHUNKS, CHUNK_VECTORS};
+use super::model::{
+    chunk_id_of_key, CHUNKS, CHUNK_COUNTER_KEY, CHUNK_VECTORS, KNOWLEDGE_COUNTERS,
+};
 use text::{TextEntry, TextIndex};
 use vector::{TenantGraph, VectorIndex};
 
@@ -127,7 +129,7 @@ impl SearchIndex {
         model: &str,
         fresh: bool,
     ) -> Result<SyncReport, String> {
-        let live = load_tenant(store, tenant, model).map_err(|e| e.to_string())?;
+        let (live, next_id) = load_tenant(store, tenant, model).map_err(|e| e.to_string())?;
         let mut report = SyncReport {
             chunks: live.len(),
             ..SyncReport::default()
@@ -144,9 +146,11 @@ impl SearchIndex {
                 text: &i.text,
             })
             .collect();
+        // Chunks numbered from `next_id` on were committed after the snapshot (an ingestion
+        // running meanwhile): they are not extra, just newer.
         let extra: Vec<(TenantId, u64)> = indexed
             .iter()
-            .filter(|c| !live_ids.contains(c))
+            .filter(|c| !live_ids.contains(c) && **c < next_id)
             .map(|c| (tenant, *c))
             .collect();
         report.text_added = missing.len();
@@ -188,7 +192,7 @@ impl SearchIndex {
                 graph
             }
         };
-        graph.retain(&kb_of);
+        graph.retain(&kb_of, next_id);
         let present: HashSet<u64> = graph.live_ids().into_iter().collect();
         let to_insert: Vec<(u64, KnowledgeBaseId, Vec<f32>)> = live
             .into_iter()
@@ -226,14 +230,18 @@ impl SearchIndex {
     }
 }
 
-/// A tenant's live chunks with their vectors of `model`, in chunk order.
+/// A tenant's live chunks with their vectors of `model`, in chunk order, and the next chunk
+/// number as of the same snapshot.
 pub fn load_tenant(
     store: &Store,
     tenant: TenantId,
     model: &str,
-) -> Result<Vec<IndexItem>, StoreError> {
+) -> Result<(Vec<IndexItem>, u64), StoreError> {
     store.read(|r| {
         let t = r.tenant(tenant);
+        let next_id = t
+            .get(&KNOWLEDGE_COUNTERS, CHUNK_COUNTER_KEY)?
+            .map_or(u64::MAX, |c| c.next);
         let mut vectors: HashMap<u64, Vec<f32>> = HashMap::new();
         for (key, v) in t.scan(&CHUNK_VECTORS, &[], false, usize::MAX)? {
             if v.model != model {
@@ -244,7 +252,7 @@ pub fn load_tenant(
             }
         }
         let chunks = t.scan(&CHUNKS, &[], false, usize::MAX)?;
-        Ok(chunks
+        let items = chunks
             .into_iter()
             .map(|(_, c)| {
                 let heading = c
@@ -259,6 +267,7 @@ pub fn load_tenant(
                     text: super::ingest::index_text(&heading, &c.text),
                 }
             })
-            .collect())
+            .collect();
+        Ok((items, next_id))
     })
 }
