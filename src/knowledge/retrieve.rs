@@ -145,9 +145,17 @@ pub fn hybrid(
     calibration: super::embeddings::Calibration,
 ) -> Result<Vec<Hit>, KnowledgeError> {
     let tenant = req.tenant;
+    let every_base = super::store::list_kbs(store, tenant)?
+        .iter()
+        .all(|kb| allowed.contains(&kb.id));
     let bm25 = index
         .text
-        .search(tenant, allowed, &req.query, CANDIDATES)
+        .search(
+            tenant,
+            (!every_base).then_some(allowed),
+            &req.query,
+            CANDIDATES,
+        )
         .map_err(KnowledgeError::Index)?;
     let dense = match (query_vector, index.vectors.get(tenant)) {
         (Some(q), Some(graph)) if graph.model == model => graph.search(q, CANDIDATES, allowed),

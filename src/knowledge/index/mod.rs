@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use crate::storage::{KnowledgeBaseId, Store, StoreError, TenantId};
 
-use super::model::{
-    chunk_id_of_key, CHUNKS, CHUNK_COUNTER_KEY, CHUNK_VECTORS, KNOWLEDGE_COUNTERS,
-};
+use super::model::{chunk_id_of_key, CHUNKS, CHUNK_COUNTER_KEY, CHUNK_VECTORS, KNOWLEDGE_COUNTERS};
 use text::{TextEntry, TextIndex};
 use vector::{TenantGraph, VectorIndex};
 
