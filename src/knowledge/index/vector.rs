@@ -30,8 +30,7 @@ pub struct UnitCosine;
 
 impl Distance<f32> for UnitCosine {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        (1.0 - dot).max(0.0)
+        (1.0 - crate::knowledge::embeddings::dot(a, b)).max(0.0)
     }
 }
 
