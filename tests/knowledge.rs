@@ -350,6 +350,12 @@ async fn bad_files_fail_with_their_reason_while_the_others_ingest() {
 async fn outlet_bases_serve_only_their_outlets() {
     let mut app = TestApp::start(Options::default()).await;
     app.create_tenant("acme").await;
+    // Two outlets and three bases: more than Starter allows.
+    app.put(
+        "/api/v1/tenants/acme/billing/plan",
+        json!({"plan": "growth"}),
+    )
+    .await;
     let bandung = app
         .post("/api/v1/tenants/acme/outlets", json!({"name": "Bandung"}))
         .await["id"]
@@ -427,9 +433,9 @@ async fn an_interrupted_ingestion_resumes_after_a_restart() {
     )
     .await
     .unwrap();
-    let closed = store.closed();
+    let closed = store.closed(Duration::from_secs(20));
     drop(store);
-    closed.await;
+    assert!(closed.await, "the store closed");
 
     let app = app.restart(|_| {}).await;
     let docs = app.wait_documents("acme", &[doc.to_string()]).await;
@@ -879,4 +885,109 @@ async fn a_price_list_row_answers_its_question_offline() {
     );
     assert_eq!(reply.sources.len(), 1);
     app.stop().await;
+}
+
+/// An archive of no supported type: stored and counted at upload, failed fast at parsing.
+fn opaque_file(mb: usize, seed: u8) -> Vec<u8> {
+    let mut bytes = vec![seed; mb * 1024 * 1024];
+    bytes[..4].copy_from_slice(b"\x7fELF");
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starter_tenant_gets_one_base_and_50_mb_and_nothing_half_created() {
+    let mut app = TestApp::start(Options::quiet()).await;
+    app.create_tenant("acme").await;
+    let kb = app.create_kb("acme", "faq", &[]).await;
+
+    // A second knowledge base: refused, naming the limit and the plan; no base created.
+    let refused = app
+        .call(
+            &app.operator(),
+            reqwest::Method::POST,
+            "/api/v1/tenants/acme/knowledge-bases",
+            Some(json!({"name": "second"})),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.code(), "quota_exceeded");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("knowledge base limit") && message.contains("Starter"),
+        "{message}"
+    );
+    let bases = app.get("/api/v1/tenants/acme/knowledge-bases").await;
+    assert_eq!(bases.as_array().unwrap().len(), 1, "{bases}");
+
+    // 3 x 17 MB: the third would pass 50 MB and is refused, with nothing of it kept.
+    let documents_dir = app.dir.path().join("documents");
+    let files_on_disk = || {
+        walkdir(&documents_dir)
+            .into_iter()
+            .filter(|p| p.is_file())
+            .count()
+    };
+    for seed in 1..=2u8 {
+        let (status, v) = app
+            .upload(
+                "acme",
+                &kb,
+                &[(&format!("archive{seed}.bin"), opaque_file(17, seed))],
+            )
+            .await;
+        assert_eq!(status, 202, "{v}");
+    }
+    let (status, v) = app
+        .upload("acme", &kb, &[("archive3.bin", opaque_file(17, 3))])
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "quota_exceeded");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("storage limit") && message.contains("50 MB"),
+        "{message}"
+    );
+    let docs = app
+        .get(&format!(
+            "/api/v1/tenants/acme/knowledge-bases/{kb}/documents"
+        ))
+        .await;
+    assert_eq!(docs.as_array().unwrap().len(), 2, "{docs}");
+    assert_eq!(files_on_disk(), 2);
+
+    // Deleting a document gives its bytes back: the refused file now fits.
+    let first = docs[0]["id"].as_str().unwrap().to_string();
+    let deleted = app
+        .call(
+            &app.operator(),
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenants/acme/documents/{first}"),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{:?}", deleted.body);
+    let (status, v) = app
+        .upload("acme", &kb, &[("archive3.bin", opaque_file(17, 3))])
+        .await;
+    assert_eq!(status, 202, "{v}");
+    // The deletion is in the tenant's audit log.
+    let audit = app.get("/api/v1/tenants/acme/audit").await;
+    assert!(audit.to_string().contains("document.deleted"), "{audit}");
+    app.stop().await;
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

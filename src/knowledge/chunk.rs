@@ -75,7 +75,10 @@ struct Section {
 }
 
 /// The chunks, each with the byte length of its leading overlap text (for tests of coverage).
-pub(crate) fn chunk_with_overlap(doc: &ParsedDocument, config: &ChunkConfig) -> Vec<(Chunk, usize)> {
+pub(crate) fn chunk_with_overlap(
+    doc: &ParsedDocument,
+    config: &ChunkConfig,
+) -> Vec<(Chunk, usize)> {
     let max = config.max_tokens.max(1);
     let overlap = config.overlap_tokens.min(max / 2);
     let sections = sections(doc, max, overlap);
@@ -130,7 +133,9 @@ fn sections(doc: &ParsedDocument, max: usize, overlap: usize) -> Vec<Section> {
             continue;
         };
         let first_sep = match (section.pieces.last().map(|p| p.kind), block.kind) {
-            (Some(a), b) if a == b && matches!(b, BlockKind::ListItem | BlockKind::TableRow) => "\n",
+            (Some(a), b) if a == b && matches!(b, BlockKind::ListItem | BlockKind::TableRow) => {
+                "\n"
+            }
             _ => "\n\n",
         };
         let budget = if block.kind == BlockKind::TableRow {
@@ -138,8 +143,10 @@ fn sections(doc: &ParsedDocument, max: usize, overlap: usize) -> Vec<Section> {
         } else {
             max - overlap
         };
-        for (i, (piece, sep)) in split_block(text, block.kind, budget).into_iter().enumerate() {
-            let tokens = count_tokens(&piece);
+        for (i, (piece, sep, tokens)) in split_block(text, block.kind, budget)
+            .into_iter()
+            .enumerate()
+        {
             section.pieces.push(Piece {
                 text: piece,
                 sep: if i == 0 { first_sep } else { sep },
@@ -154,23 +161,29 @@ fn sections(doc: &ParsedDocument, max: usize, overlap: usize) -> Vec<Section> {
 }
 
 /// Cuts a block into pieces of at most `budget` tokens, each with the separator that joins it
-/// to the piece before.
-fn split_block(text: &str, kind: BlockKind, budget: usize) -> Vec<(String, &'static str)> {
-    if count_tokens(text) <= budget {
-        return vec![(text.to_string(), "")];
+/// to the piece before and its token count.
+fn split_block(text: &str, kind: BlockKind, budget: usize) -> Vec<(String, &'static str, usize)> {
+    let whole = count_tokens(text);
+    if whole <= budget {
+        return vec![(text.to_string(), "", whole)];
     }
     let (units, sep): (Vec<&str>, &'static str) = if kind == BlockKind::Code {
-        (text.lines().filter(|l| !l.trim().is_empty()).collect(), "\n")
+        (
+            text.lines().filter(|l| !l.trim().is_empty()).collect(),
+            "\n",
+        )
     } else {
         (sentences(text), " ")
     };
     let mut out = Vec::new();
     for unit in units {
-        if count_tokens(unit) <= budget {
-            out.push((unit.to_string(), sep));
+        let tokens = count_tokens(unit);
+        if tokens <= budget {
+            out.push((unit.to_string(), sep, tokens));
         } else {
             for (i, group) in word_groups(unit, budget).into_iter().enumerate() {
-                out.push((group, if i == 0 { sep } else { " " }));
+                let tokens = count_tokens(&group);
+                out.push((group, if i == 0 { sep } else { " " }, tokens));
             }
         }
     }
@@ -247,24 +260,83 @@ fn word_groups(text: &str, budget: usize) -> Vec<String> {
 }
 
 fn char_groups(word: &str, budget: usize) -> Vec<String> {
+    // Token end offsets from one encoding of the whole word, so cutting costs one count per group.
+    let bpe = tiktoken_rs::cl100k_base_singleton();
+    let mut ends = Vec::new();
+    let mut pos = 0;
+    for token in bpe.encode_ordinary(word) {
+        pos += bpe.decode_bytes(&[token]).map_or(0, |b| b.len());
+        ends.push(pos);
+    }
     let mut groups = Vec::new();
-    let mut current = String::new();
-    for c in word.chars() {
-        current.push(c);
-        if count_tokens(&current) > budget {
-            current.pop();
-            if current.is_empty() {
-                // A single character over budget (budget 0 cannot happen; max is at least 1).
-                groups.push(c.to_string());
-            } else {
-                groups.push(std::mem::replace(&mut current, c.to_string()));
-            }
+    let mut start = 0;
+    let mut first_token = 0;
+    while start < word.len() {
+        let rest = &word[start..];
+        let mut cut = ends
+            .get(first_token + budget.max(1) - 1)
+            .map_or(word.len(), |&end| end.min(word.len()));
+        while !word.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut <= start || count_tokens(&word[start..cut]) > budget {
+            cut = start + longest_prefix_within(rest, budget);
+        }
+        groups.push(word[start..cut].to_string());
+        start = cut;
+        while first_token < ends.len() && ends[first_token] <= start {
+            first_token += 1;
         }
     }
-    if !current.is_empty() {
-        groups.push(current);
-    }
     groups
+}
+
+/// Byte length of the longest prefix of `text` (at a char boundary, at least one char) that
+/// counts at most `budget` tokens; found by doubling then bisection, so a megabyte-long "word"
+/// costs a few dozen counts rather than one per character.
+fn longest_prefix_within(text: &str, budget: usize) -> usize {
+    let boundary = |mut i: usize| {
+        i = i.min(text.len());
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let first = text.chars().next().map_or(0, char::len_utf8);
+    let fits = |i: usize| count_tokens(&text[..i]) <= budget;
+    let mut good = first;
+    let mut probe = boundary(budget.max(1) * 4).max(first);
+    while probe < text.len() && fits(probe) {
+        good = probe;
+        probe = boundary(probe * 2);
+    }
+    if probe >= text.len() && fits(text.len()) {
+        return text.len();
+    }
+    let mut bad = probe.max(good + 1);
+    // Invariant: prefix `good` fits (or is the one-char minimum), prefix `bad` does not.
+    while bad - good > 1 {
+        let mid = boundary(good + (bad - good) / 2);
+        if mid <= good {
+            // No char boundary strictly between: step to the next one.
+            let next = good + text[good..].chars().next().map_or(1, char::len_utf8);
+            if next >= bad {
+                break;
+            }
+            if fits(next) {
+                good = next;
+            } else {
+                break;
+            }
+            continue;
+        }
+        if fits(mid) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    good
 }
 
 struct Packer<'a> {
@@ -308,7 +380,11 @@ impl Packer<'_> {
     fn fill(&self, start: usize, mut carry: String) -> (usize, String, usize, usize) {
         let pieces = &self.section.pieces;
         let mut end = start;
-        let mut estimate = if carry.is_empty() { 0 } else { count_tokens(&carry) + 1 };
+        let mut estimate = if carry.is_empty() {
+            0
+        } else {
+            count_tokens(&carry) + 1
+        };
         while end < pieces.len() {
             let cost = pieces[end].tokens + usize::from(end > start);
             if end > start && estimate + cost > self.max {
@@ -337,7 +413,8 @@ impl Packer<'_> {
 }
 
 fn assemble(carry: &str, pieces: &[Piece]) -> String {
-    let mut text = String::with_capacity(carry.len() + pieces.iter().map(|p| p.text.len() + 2).sum::<usize>());
+    let mut text =
+        String::with_capacity(carry.len() + pieces.iter().map(|p| p.text.len() + 2).sum::<usize>());
     text.push_str(carry);
     for (i, piece) in pieces.iter().enumerate() {
         if !text.is_empty() {
@@ -364,21 +441,27 @@ fn tail_words(text: &str, budget: usize) -> String {
         return String::new();
     }
     let starts: Vec<usize> = word_starts(text);
-    // Binary search on how many trailing words fit.
-    let (mut lo, mut hi) = (0usize, starts.len());
-    while lo < hi {
-        let mid = (lo + hi).div_ceil(2);
-        let from = starts[starts.len() - mid];
-        if count_tokens(&text[from..]) <= budget {
-            lo = mid;
+    let n = starts.len();
+    let suffix = |k: usize| &text[starts[n - k]..];
+    // Search on the number of trailing words, guided by how far each count missed: with about
+    // one token per word this settles in two or three counts.
+    let (mut fits, mut too_many) = (0usize, n + 1);
+    let mut guess = (budget * 3 / 4).clamp(1, n.max(1));
+    while too_many - fits > 1 {
+        let k = guess.clamp(fits + 1, too_many - 1);
+        let tokens = count_tokens(suffix(k));
+        if tokens <= budget {
+            fits = k;
+            guess = k + ((budget - tokens) * 3 / 4).max(1);
         } else {
-            hi = mid - 1;
+            too_many = k;
+            guess = k.saturating_sub((tokens - budget).max(1));
         }
     }
-    if lo == 0 {
+    if fits == 0 {
         return String::new();
     }
-    text[starts[starts.len() - lo]..].to_string()
+    suffix(fits).to_string()
 }
 
 fn word_starts(text: &str) -> Vec<usize> {

@@ -1,19 +1,21 @@
-//! JSON API of the knowledge service (operator-authenticated, like the rest of the API for now).
+//! JSON API of the knowledge service. Access rules are declared in [`api`] (the route table).
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::http::{Method, StatusCode};
+use axum::routing::{post, put, MethodRouter};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::index::SyncReport;
 use super::model::{Document, DocumentSource, KnowledgeBase, KnowledgeSettings, NoAnswerPolicy};
 use super::retrieve::{Hit, SearchRequest};
 use super::KnowledgeError;
+use crate::people::audit::{self, AuditEntry};
+use crate::people::Role;
 use crate::storage::{DocumentId, KnowledgeBaseId, OutletId, TenantId};
-use crate::web::auth::Operator;
-use crate::web::{ApiError, AppState};
+use crate::web::auth::TenantCtx;
+use crate::web::{Access, Api, ApiError, AppState};
 
 impl From<KnowledgeError> for ApiError {
     fn from(e: KnowledgeError) -> Self {
@@ -50,48 +52,110 @@ impl ApiError {
     }
 }
 
-pub fn router(state: &AppState) -> Router<AppState> {
+/// The knowledge routes. Reading is for every member; changing bases, documents and settings is
+/// for admins; rebuilding every tenant's indexes is the operator's.
+pub fn api(config: &crate::config::KnowledgeConfig) -> Api {
+    use Access::*;
     // A multipart upload may carry several files, each up to the document limit.
-    let upload_limit = state
-        .config
-        .knowledge
+    let upload_limit = config
         .max_document_bytes
         .saturating_mul(4)
         .saturating_add(1 << 20);
-    Router::new()
-        .route(
+    let uploads =
+        |endpoint: MethodRouter<AppState>| endpoint.layer(DefaultBodyLimit::max(upload_limit));
+    Api::new()
+        .get(
             "/api/v1/tenants/{tenant}/knowledge-bases",
-            get(list_kbs).post(create_kb),
+            Tenant(Role::Viewer),
+            list_kbs,
         )
-        .route(
+        .post(
+            "/api/v1/tenants/{tenant}/knowledge-bases",
+            Tenant(Role::Admin),
+            create_kb,
+        )
+        .get(
             "/api/v1/tenants/{tenant}/knowledge-bases/{kb}",
-            get(get_kb).delete(delete_kb),
+            Tenant(Role::Viewer),
+            get_kb,
         )
-        .route(
+        .delete(
+            "/api/v1/tenants/{tenant}/knowledge-bases/{kb}",
+            Tenant(Role::Admin),
+            delete_kb,
+        )
+        .get(
             "/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents",
-            get(list_documents).post(upload_documents),
+            Tenant(Role::Viewer),
+            list_documents,
         )
-        .route(
+        .on(
+            Method::POST,
+            "/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents",
+            Tenant(Role::Admin),
+            uploads(post(upload_documents)),
+        )
+        .post(
             "/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents/url",
-            post(add_url),
+            Tenant(Role::Admin),
+            add_url,
         )
-        .route(
+        .get(
             "/api/v1/tenants/{tenant}/documents/{doc}",
-            get(get_document)
-                .put(replace_document)
-                .delete(delete_document),
+            Tenant(Role::Viewer),
+            get_document,
         )
-        .route("/api/v1/tenants/{tenant}/knowledge/search", post(search))
-        .route(
+        .on(
+            Method::PUT,
+            "/api/v1/tenants/{tenant}/documents/{doc}",
+            Tenant(Role::Admin),
+            uploads(put(replace_document)),
+        )
+        .delete(
+            "/api/v1/tenants/{tenant}/documents/{doc}",
+            Tenant(Role::Admin),
+            delete_document,
+        )
+        .post(
+            "/api/v1/tenants/{tenant}/knowledge/search",
+            Tenant(Role::Viewer),
+            search,
+        )
+        .get(
             "/api/v1/tenants/{tenant}/knowledge/settings",
-            get(get_settings).put(put_settings),
+            Tenant(Role::Viewer),
+            get_settings,
         )
-        .route("/api/v1/knowledge/reindex", post(reindex))
-        .layer(DefaultBodyLimit::max(upload_limit))
+        .put(
+            "/api/v1/tenants/{tenant}/knowledge/settings",
+            Tenant(Role::Admin),
+            put_settings,
+        )
+        .post("/api/v1/knowledge/reindex", Operator, reindex)
 }
 
-fn tenant_id(state: &AppState, tenant: &str) -> Result<TenantId, ApiError> {
-    Ok(crate::tenants::find_tenant(&state.store, tenant)?.id)
+/// Refuses uploads while the data directory's disk is nearly full (webhooks keep the space).
+fn disk_allows(state: &AppState, bytes: u64) -> Result<(), ApiError> {
+    state
+        .ops
+        .disk
+        .allow_upload(bytes)
+        .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.code(), e.to_string()))
+}
+
+/// Records a change in the tenant's audit log.
+async fn record(
+    state: &AppState,
+    ctx: &TenantCtx,
+    action: &'static str,
+    object: String,
+) -> Result<(), ApiError> {
+    audit::record_now(
+        &state.store,
+        AuditEntry::new(ctx.actor(), action, object).tenant(ctx.id()),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A base by id or by name.
@@ -122,13 +186,12 @@ struct NewKb {
 }
 
 async fn create_kb(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
     body: Result<Json<NewKb>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KnowledgeBase>), ApiError> {
     let Json(new) = body?;
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     if state
         .knowledge
         .list_kbs(tenant)?
@@ -145,6 +208,13 @@ async fn create_kb(
         .knowledge
         .create_kb(tenant, &new.name, new.outlets)
         .await?;
+    record(
+        &state,
+        &ctx,
+        "knowledge_base.created",
+        format!("knowledge base {:?} ({})", kb.name, kb.id),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(kb)))
 }
 
@@ -172,11 +242,10 @@ fn kb_view(state: &AppState, tenant: TenantId, kb: KnowledgeBase) -> Result<KbVi
 }
 
 async fn list_kbs(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
 ) -> Result<Json<Vec<KbView>>, ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let kbs = state.knowledge.list_kbs(tenant)?;
     Ok(Json(
         kbs.into_iter()
@@ -186,33 +255,42 @@ async fn list_kbs(
 }
 
 async fn get_kb(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, kb)): Path<(String, String)>,
+    Path((_, kb)): Path<(String, String)>,
 ) -> Result<Json<KbView>, ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let kb = kb_id(&state, tenant, &kb)?;
     let kb = state.knowledge.get_kb(tenant, kb)?;
     Ok(Json(kb_view(&state, tenant, kb)?))
 }
 
 async fn delete_kb(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, kb)): Path<(String, String)>,
+    Path((_, kb)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
-    let kb = kb_id(&state, tenant, &kb)?;
-    state.knowledge.delete_kb(tenant, kb).await?;
+    let tenant = ctx.id();
+    let kb = state
+        .knowledge
+        .get_kb(tenant, kb_id(&state, tenant, &kb)?)?;
+    state.knowledge.delete_kb(tenant, kb.id).await?;
+    record(
+        &state,
+        &ctx,
+        "knowledge_base.deleted",
+        format!("knowledge base {:?} ({})", kb.name, kb.id),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list_documents(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, kb)): Path<(String, String)>,
+    Path((_, kb)): Path<(String, String)>,
 ) -> Result<Json<Vec<Document>>, ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let kb = kb_id(&state, tenant, &kb)?;
     state.knowledge.get_kb(tenant, kb)?;
     Ok(Json(state.knowledge.list_documents(tenant, Some(kb))?))
@@ -276,19 +354,22 @@ async fn read_files(mut multipart: Multipart) -> Result<Vec<Upload>, ApiError> {
 /// Accepts one or more files; each is stored and queued on its own, so one bad file does not
 /// stop the others.
 async fn upload_documents(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, kb)): Path<(String, String)>,
+    Path((_, kb)): Path<(String, String)>,
     multipart: Multipart,
 ) -> Result<(StatusCode, Json<UploadResult>), ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let kb = kb_id(&state, tenant, &kb)?;
     state.knowledge.get_kb(tenant, kb)?;
     let files = read_files(multipart).await?;
+    let total: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
+    disk_allows(&state, total)?;
     let mut result = UploadResult {
         documents: Vec::new(),
         rejected: Vec::new(),
     };
+    let only_file = files.len() == 1;
     for f in files {
         match state
             .knowledge
@@ -313,6 +394,18 @@ async fn upload_documents(
                     reason: e.to_string(),
                 })
             }
+            // Over the plan's storage: this file is refused (nothing of it kept); files that
+            // fit were stored.
+            Err(e) if e.code() == crate::billing::QUOTA_EXCEEDED => {
+                if result.documents.is_empty() && result.rejected.is_empty() && only_file {
+                    return Err(e.into());
+                }
+                result.rejected.push(Rejected {
+                    filename: f.filename,
+                    code: e.code(),
+                    reason: e.to_string(),
+                })
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -330,14 +423,15 @@ struct NewUrl {
 }
 
 async fn add_url(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, kb)): Path<(String, String)>,
+    Path((_, kb)): Path<(String, String)>,
     body: Result<Json<NewUrl>, JsonRejection>,
 ) -> Result<(StatusCode, Json<AddedView>), ApiError> {
     let Json(new) = body?;
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let kb = kb_id(&state, tenant, &kb)?;
+    disk_allows(&state, 0)?;
     let added = state.knowledge.add_url(tenant, kb, &new.url).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -349,21 +443,21 @@ async fn add_url(
 }
 
 async fn get_document(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, doc)): Path<(String, String)>,
+    Path((_, doc)): Path<(String, String)>,
 ) -> Result<Json<Document>, ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     Ok(Json(state.knowledge.get_document(tenant, doc_id(&doc)?)?))
 }
 
 async fn replace_document(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, doc)): Path<(String, String)>,
+    Path((_, doc)): Path<(String, String)>,
     multipart: Multipart,
 ) -> Result<(StatusCode, Json<Document>), ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let doc = doc_id(&doc)?;
     let mut files = read_files(multipart).await?;
     if files.len() != 1 {
@@ -373,23 +467,38 @@ async fn replace_document(
         ));
     }
     let f = files.remove(0);
+    disk_allows(&state, f.bytes.len() as u64)?;
     let document = state
         .knowledge
         .replace_document(tenant, doc, Some(&f.filename), f.mime, &f.bytes)
         .await?;
+    record(
+        &state,
+        &ctx,
+        "document.replaced",
+        format!("document {:?} ({})", document.name, document.id),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(document)))
 }
 
 async fn delete_document(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path((tenant, doc)): Path<(String, String)>,
+    Path((_, doc)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
-    state
+    let tenant = ctx.id();
+    let document = state
         .knowledge
         .delete_document(tenant, doc_id(&doc)?)
         .await?;
+    record(
+        &state,
+        &ctx,
+        "document.deleted",
+        format!("document {:?} ({})", document.name, document.id),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -417,13 +526,12 @@ struct SearchView {
 
 /// The search tester: what the assistant would see for a question, with every score.
 async fn search(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
     body: Result<Json<SearchBody>, JsonRejection>,
 ) -> Result<Json<SearchView>, ApiError> {
     let Json(body) = body?;
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let kb = match &body.kb {
         Some(k) => Some(kb_id(&state, tenant, k)?),
         None => None,
@@ -448,11 +556,10 @@ async fn search(
 }
 
 async fn get_settings(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
 ) -> Result<Json<KnowledgeSettings>, ApiError> {
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     Ok(Json(state.knowledge.settings(tenant)?))
 }
 
@@ -463,13 +570,12 @@ struct SettingsBody {
 }
 
 async fn put_settings(
-    _op: Operator,
+    ctx: TenantCtx,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
     body: Result<Json<SettingsBody>, JsonRejection>,
 ) -> Result<Json<KnowledgeSettings>, ApiError> {
     let Json(body) = body?;
-    let tenant = tenant_id(&state, &tenant)?;
+    let tenant = ctx.id();
     let settings = KnowledgeSettings {
         no_answer: body.no_answer,
     };
@@ -478,9 +584,6 @@ async fn put_settings(
 }
 
 /// Rebuilds both search indexes of every tenant from the database.
-async fn reindex(
-    _op: Operator,
-    State(state): State<AppState>,
-) -> Result<Json<SyncReport>, ApiError> {
+async fn reindex(State(state): State<AppState>) -> Result<Json<SyncReport>, ApiError> {
     Ok(Json(state.knowledge.reconcile_all(true).await?))
 }

@@ -15,7 +15,12 @@ use super::model::*;
 use super::store::{self, original_path, Added, NewDocument};
 use super::KnowledgeError;
 use crate::config::{Config, KnowledgeConfig};
+use crate::ops::readiness::{Condition, Readiness};
 use crate::storage::{DocumentId, KnowledgeBaseId, OutletId, Store, TenantId};
+
+/// Names of this service's `/readyz` conditions.
+const READY_INDEXES: &str = "search indexes";
+const READY_MODEL: &str = "embedding model";
 
 /// Documents parsed and embedded at once across all tenants: bounds memory on a small box (the
 /// embedder itself runs one batch at a time anyway).
@@ -89,9 +94,18 @@ impl KnowledgeService {
 
     /// Start-up work and periodic maintenance, until `stop` turns true: reconcile the indexes with
     /// redb, re-queue documents embedded with another model, then save changed graphs and compact
-    /// worn ones every 30 s (and once more when stopping).
-    pub fn start(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    /// worn ones every 30 s (and once more when stopping). `/readyz` waits for the indexes (and
+    /// for the embedding model, when some tenant has a knowledge base).
+    pub fn start(
+        self: &Arc<Self>,
+        readiness: Readiness,
+        mut stop: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
         let this = self.clone();
+        readiness.register(
+            READY_INDEXES,
+            "reconciling the search indexes with the database",
+        );
         tokio::spawn(async move {
             if let Err(e) = this.requeue_for_model_change().await {
                 tracing::warn!(error = %e, "cannot check knowledge bases for a model change");
@@ -109,9 +123,19 @@ impl KnowledgeService {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "index reconciliation failed"),
             }
+            // Searches work from here on (a failed reconciliation left the indexes as they were).
+            readiness.set_ready(READY_INDEXES);
             if this.has_any_base() {
-                if let Err(e) = this.embeddings.warm_up().await {
-                    tracing::warn!(code = e.code, error = %e, "embedding model not loaded; documents will fail until it is installed");
+                readiness.register(READY_MODEL, "loading the embedding model");
+                match this.embeddings.warm_up().await {
+                    Ok(()) => readiness.set_ready(READY_MODEL),
+                    Err(e) => {
+                        tracing::warn!(code = e.code, error = %e, "embedding model not loaded; documents will fail until it is installed");
+                        readiness.set(
+                            READY_MODEL,
+                            Condition::Waiting(format!("not loaded: {e} (run `wacrm doctor`)")),
+                        );
+                    }
                 }
             }
             loop {
@@ -501,4 +525,38 @@ fn clean_name(name: &str) -> Result<String, KnowledgeError> {
         return Err(KnowledgeError::invalid("filename", "must not be empty"));
     }
     Ok(base)
+}
+
+/// Deleting a tenant removes its originals and its index entries (the rows go with the tenant's
+/// redb keys).
+impl crate::tenants::lifecycle::TenantDataOwner for KnowledgeService {
+    fn name(&self) -> &'static str {
+        "knowledge"
+    }
+
+    fn purge_tenant(
+        &self,
+        tenant: &crate::tenants::Tenant,
+    ) -> Result<crate::tenants::lifecycle::PurgeReport, String> {
+        let mut report = crate::tenants::lifecycle::PurgeReport::default();
+        let dir = self
+            .data_dir
+            .join(store::DOCUMENTS_DIR)
+            .join(tenant.id.to_string());
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                report.files += 1;
+                report.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+        let (entries, graph_files) = self.index.purge_tenant(tenant.id)?;
+        report.files += graph_files;
+        report.detail.insert("text index entries".into(), entries);
+        Ok(report)
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::model::*;
 use super::KnowledgeError;
+use crate::billing::Resource;
 use crate::events::{self, EventPayload};
 use crate::storage::{
     DocumentId, KnowledgeBaseId, OutletId, Store, StoreError, TenantId, TenantWrite, WriteCtx,
@@ -35,6 +36,10 @@ pub fn unreject(e: StoreError) -> KnowledgeError {
         StoreError::Rejected { code, message } => match code {
             "not_found" => KnowledgeError::NotFound(message),
             "conflict" => KnowledgeError::Conflict(message),
+            // Billing's refusals (quota_exceeded, ...) keep their code and status.
+            crate::billing::QUOTA_EXCEEDED => {
+                KnowledgeError::Store(StoreError::Rejected { code, message })
+            }
             _ => KnowledgeError::Invalid {
                 field: "request",
                 reason: message,
@@ -68,6 +73,9 @@ pub async fn create_kb(
     let record = kb.clone();
     store
         .write(move |ctx| {
+            // In the same write: a refused base leaves nothing behind, and two concurrent
+            // creations cannot both take the plan's last slot.
+            crate::billing::check_quota(ctx, tenant, Resource::KnowledgeBases)?;
             let mut t = ctx.tenant(tenant);
             for outlet in &record.outlets {
                 if !t.contains(&crate::tenants::OUTLETS, outlet.as_bytes())? {
@@ -172,7 +180,7 @@ pub async fn insert_document(
     store
         .write(move |ctx| {
             let now = events::now_ms();
-            let mut t = ctx.tenant(tenant);
+            let t = ctx.tenant(tenant);
             if !t.contains(&KNOWLEDGE_BASES, new.kb.as_bytes())? {
                 return Err(reject(KnowledgeError::NotFound(format!(
                     "knowledge base {}",
@@ -188,6 +196,9 @@ pub async fn insert_document(
                     });
                 }
             }
+            // The original's bytes count against the plan's storage from this commit on.
+            crate::billing::check_quota(ctx, tenant, Resource::StorageBytes(new.size_bytes))?;
+            let mut t = ctx.tenant(tenant);
             let document = Document {
                 id,
                 kb: new.kb,
@@ -240,7 +251,7 @@ pub async fn replace_document(
 ) -> Result<Removed<Document>, KnowledgeError> {
     store
         .write(move |ctx| {
-            let mut t = ctx.tenant(tenant);
+            let t = ctx.tenant(tenant);
             let Some(mut document) = t.get(&DOCUMENTS, doc.as_bytes())? else {
                 return Err(reject(KnowledgeError::NotFound(format!("document {doc}"))));
             };
@@ -249,6 +260,14 @@ pub async fn replace_document(
                     "the document was replaced meanwhile; try again".into(),
                 )));
             }
+            // The old original is removed once this commits; the new one takes its place.
+            crate::billing::release_quota(
+                ctx,
+                tenant,
+                Resource::StorageBytes(document.size_bytes),
+            )?;
+            crate::billing::check_quota(ctx, tenant, Resource::StorageBytes(new.size_bytes))?;
+            let mut t = ctx.tenant(tenant);
             let chunks = detach_document_chunks(&mut t, doc)?;
             t.delete(&DOCUMENT_BY_HASH, &hash_key(document.kb, &document.sha256))?;
             let by_hash = hash_key(document.kb, &new.sha256);
@@ -303,6 +322,11 @@ pub async fn delete_document(
                 return Err(reject(KnowledgeError::NotFound(format!("document {doc}"))));
             };
             let chunks = remove_document_rows(&mut t, &document)?;
+            crate::billing::release_quota(
+                ctx,
+                tenant,
+                Resource::StorageBytes(document.size_bytes),
+            )?;
             Ok(Removed {
                 value: document,
                 chunks,
@@ -337,6 +361,10 @@ pub async fn delete_kb(
                 chunks.extend(remove_document_rows(&mut t, d)?);
             }
             t.delete(&KNOWLEDGE_BASES, kb.as_bytes())?;
+            for d in &documents {
+                crate::billing::release_quota(ctx, tenant, Resource::StorageBytes(d.size_bytes))?;
+            }
+            crate::billing::release_quota(ctx, tenant, Resource::KnowledgeBases)?;
             Ok(Removed {
                 value: documents.clone(),
                 chunks,

@@ -14,16 +14,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use redb::{Database, Durability, TableHandle};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::Envelope;
 pub use ids::*;
 pub use record::Record;
+use scoped::WriteTables;
 pub use scoped::{
     Collection, GlobalCollection, GlobalWrite, OperatorRead, OperatorWrite, Rows, TenantRead,
     TenantWrite,
 };
-use scoped::{WriteTables, GLOBAL_TABLE, TENANT_TABLE};
+pub use scoped::{GLOBAL_TABLE, TENANT_TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -178,8 +179,20 @@ pub struct Store {
     jobs: mpsc::Sender<Box<dyn Job>>,
     path: PathBuf,
     stats: Arc<std::sync::Mutex<CommitStats>>,
-    /// Turns true once the writer thread has stopped and the database file is closed.
-    closed: tokio::sync::watch::Receiver<bool>,
+    closed: StoreClosed,
+}
+
+/// Resolves once every handle of a store is gone and its database file is closed: redb's clean
+/// close syncs the file, and a process that exits before it finishes leaves a file that needs a
+/// repair on the next open (and an in-process reopen finds it still locked).
+#[derive(Clone)]
+pub struct StoreClosed(watch::Receiver<bool>);
+
+impl StoreClosed {
+    pub async fn wait(mut self) {
+        // An error means the writer thread is gone without saying so (it panicked): also closed.
+        let _ = self.0.wait_for(|closed| *closed).await;
+    }
 }
 
 const META_NEXT_SEQ: &[u8] = b"next_event_seq";
@@ -222,12 +235,13 @@ impl Store {
         let stats = Arc::new(std::sync::Mutex::new(CommitStats::default()));
         let writer_db = db.clone();
         let writer_stats = stats.clone();
-        let (closed_tx, closed) = tokio::sync::watch::channel(false);
+        let (closed_tx, closed_rx) = watch::channel(false);
         std::thread::Builder::new()
             .name("wacrm-writer".into())
             .spawn(move || {
                 writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats);
-                // The loop ends when the last Store is dropped, so this was the last reference.
+                // The loop ends when the last `Store` is dropped, and it owned the last database
+                // handle, which it dropped (closing the file) on return.
                 let _ = closed_tx.send(true);
             })
             .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
@@ -236,21 +250,32 @@ impl Store {
             jobs: tx,
             path: path.to_path_buf(),
             stats,
-            closed,
+            closed: StoreClosed(closed_rx),
         })
+    }
+
+    /// Resolves once every handle is dropped and the writer has released the database file, so
+    /// the same file can be opened again (restart, backup, check). Bounded by `timeout`.
+    pub fn closed(&self, timeout: std::time::Duration) -> impl std::future::Future<Output = bool> {
+        let closed = self.closed.clone();
+        async move { tokio::time::timeout(timeout, closed.wait()).await.is_ok() }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Resolves once every `Store` clone is gone and the database file is closed (so the data
-    /// directory can be opened again, e.g. by a restart in the same process).
-    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut closed = self.closed.clone();
-        async move {
-            let _ = closed.wait_for(|c| *c).await;
-        }
+    /// A raw read transaction over the whole file: a consistent snapshot of every table, for
+    /// whole-store operations (backup). Every write acknowledged before this call is in it.
+    pub fn begin_snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Writes waiting for the writer thread, and how many may wait before callers block
+    /// (load shedding and metrics).
+    pub fn writer_backlog(&self) -> (usize, usize) {
+        let max = self.jobs.max_capacity();
+        (max - self.jobs.capacity(), max)
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -299,7 +324,8 @@ impl Store {
     }
 }
 
-fn meta_key(name: &[u8]) -> Vec<u8> {
+/// Key of a storage meta row (global table, tag 0).
+pub fn meta_key(name: &[u8]) -> Vec<u8> {
     let mut key = vec![collections::GLOBAL_META_TAG];
     key.extend_from_slice(name);
     key
@@ -323,21 +349,12 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        // Counted before the callers are answered, so a caller that sees its write done also
-        // sees it in the statistics.
-        if let Ok(mut s) = stats.lock() {
-            s.commits += 1;
-            s.jobs += size as u64;
-        }
-        let published = commit_batch(&db, batch, &mut next_seq);
+        commit_batch(&db, batch, &mut next_seq, &stats, &listener);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
             "group commit"
         );
-        if !published.is_empty() {
-            listener(published);
-        }
     }
     drop(db);
     tracing::debug!("writer thread stopped");
@@ -345,19 +362,37 @@ fn writer_loop(
 
 /// Runs a batch of jobs in one transaction. A job whose own logic fails is answered with its error
 /// and the batch is retried without it, so one bad write never takes others down with it.
-fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) -> Vec<Envelope> {
+fn commit_batch(
+    db: &Database,
+    mut jobs: Vec<Box<dyn Job>>,
+    next_seq: &mut u64,
+    stats: &std::sync::Mutex<CommitStats>,
+    listener: &CommitListener,
+) {
+    // Counted before any caller hears back, so a caller that read the stats after its write
+    // returned sees its own commit in them.
+    let size = jobs.len() as u64;
+    if let Ok(mut s) = stats.lock() {
+        s.commits += 1;
+        s.jobs += size;
+    }
     loop {
         if jobs.is_empty() {
-            return Vec::new();
+            return;
         }
         let attempt = run_jobs(db, &mut jobs, *next_seq);
         match attempt {
             Ok((seq_after, published)) => {
                 *next_seq = seq_after;
+                // The listener hears of the events before their writers hear back: a caller that
+                // published something finds it handed on (in its consumer's channel) on return.
+                if !published.is_empty() {
+                    listener(published);
+                }
                 for job in jobs {
                     job.finish(Ok(()));
                 }
-                return published;
+                return;
             }
             Err(BatchFailure::Job(index, error)) => {
                 let failed = jobs.remove(index);
@@ -369,7 +404,7 @@ fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) 
                 for job in jobs {
                     job.finish(Err(StoreError::Io(message.clone())));
                 }
-                return Vec::new();
+                return;
             }
         }
     }

@@ -109,6 +109,23 @@ impl SearchIndex {
         self.text.apply(&[], &pairs)
     }
 
+    /// Removes a tenant from both indexes, on disk too. Returns (text entries, graph files).
+    pub fn purge_tenant(&self, tenant: TenantId) -> Result<(u64, u64), String> {
+        let text = self.text.purge_tenant(tenant)?;
+        self.vectors.drop_tenant(tenant);
+        let dir = self.graph_dir(tenant);
+        let mut files = 0;
+        for d in [dir.clone(), dir.with_extension("tmp")] {
+            files += std::fs::read_dir(&d).map(|e| e.count() as u64).unwrap_or(0);
+            match std::fs::remove_dir_all(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", d.display())),
+            }
+        }
+        Ok((text, files))
+    }
+
     /// Writes every changed graph to disk.
     pub fn save_graphs(&self) {
         for (tenant, graph) in self.vectors.tenants() {

@@ -185,6 +185,29 @@ impl TextIndex {
         self.reader.reload().map_err(|e| e.to_string())
     }
 
+    /// Removes every entry of a tenant from the index files themselves: deletions are only marks
+    /// until their segments merge, and a deleted tenant's text must not stay on disk. Returns how
+    /// many entries it had.
+    pub fn purge_tenant(&self, tenant: TenantId) -> Result<u64, String> {
+        let had = self.tenant_chunks(tenant)?.len() as u64;
+        self.remove_tenant(tenant)?;
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let segments = self
+            .index
+            .searchable_segment_ids()
+            .map_err(|e| e.to_string())?;
+        if !segments.is_empty() {
+            writer.merge(&segments).wait().map_err(|e| e.to_string())?;
+        }
+        writer
+            .garbage_collect_files()
+            .wait()
+            .map_err(|e| e.to_string())?;
+        drop(writer);
+        self.reader.reload().map_err(|e| e.to_string())?;
+        Ok(had)
+    }
+
     /// Removes everything (reindex).
     pub fn clear(&self) -> Result<(), String> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -286,11 +309,6 @@ impl TextIndex {
 
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
-    }
-
-    #[allow(dead_code)]
-    fn index(&self) -> &Index {
-        &self.index
     }
 }
 

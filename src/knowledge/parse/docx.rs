@@ -52,7 +52,11 @@ fn attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.local_name().as_ref() == local)
-        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .ok()
+                .map(|v| v.into_owned())
+        })
 }
 
 /// Heading and list roles of the document's paragraph styles, by style id.
@@ -295,7 +299,11 @@ fn end_table(t: Table, sink: &mut BlockSink, outer: &mut [Table]) {
     let Some(first) = rows.first() else { return };
     let header = (t.header_rows > 0 || table::is_header_row(first, rows.len())) && rows.len() > 1;
     let header = header.then_some(&first[..]);
-    let body = if header.is_some() { &rows[1..] } else { &rows[..] };
+    let body = if header.is_some() {
+        &rows[1..]
+    } else {
+        &rows[..]
+    };
     let rendered = body.iter().map(|row| table::render_row(header, row));
     if let Some(parent) = outer.last_mut() {
         // A table inside a cell becomes part of that cell's text.

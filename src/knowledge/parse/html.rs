@@ -33,20 +33,79 @@ const SKIPPED: &[&str] = &[
 /// Class/id words that mark boilerplate on real sites (matched against whole words of the
 /// attribute, split at `-`, `_` and spaces, so `site-nav` matches but `canvas-size` does not).
 const BOILERPLATE_WORDS: &[&str] = &[
-    "nav", "navbar", "navigation", "menu", "breadcrumb", "breadcrumbs", "cookie", "cookies",
-    "consent", "banner", "sidebar", "share", "sharing", "social", "comments", "comment",
-    "footer", "header", "masthead", "subscribe", "newsletter", "related", "advert", "ads", "ad",
-    "popup", "modal", "skip", "promo", "signup", "login",
+    "nav",
+    "navbar",
+    "navigation",
+    "menu",
+    "breadcrumb",
+    "breadcrumbs",
+    "cookie",
+    "cookies",
+    "consent",
+    "banner",
+    "sidebar",
+    "share",
+    "sharing",
+    "social",
+    "comments",
+    "comment",
+    "footer",
+    "header",
+    "masthead",
+    "subscribe",
+    "newsletter",
+    "related",
+    "advert",
+    "ads",
+    "ad",
+    "popup",
+    "modal",
+    "skip",
+    "promo",
+    "signup",
+    "login",
 ];
 
 const BLOCKS: &[&str] = &[
-    "p", "div", "section", "article", "main", "body", "blockquote", "figure", "figcaption",
-    "address", "details", "summary", "dl", "dt", "dd", "ul", "ol", "hr", "center", "fieldset",
-    "caption", "header",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "body",
+    "blockquote",
+    "figure",
+    "figcaption",
+    "address",
+    "details",
+    "summary",
+    "dl",
+    "dt",
+    "dd",
+    "ul",
+    "ol",
+    "hr",
+    "center",
+    "fieldset",
+    "caption",
+    "header",
 ];
 
-pub fn parse(bytes: &[u8], charset: Option<&str>, mode: Mode) -> Result<ParsedDocument, ParseError> {
+/// Deeper than any real page; html5ever's tree builder slows quadratically with depth (a 20 MiB
+/// file of `<div>`s would take hours), so deeper markup is refused before it is built.
+const MAX_DEPTH: usize = 4096;
+
+pub fn parse(
+    bytes: &[u8],
+    charset: Option<&str>,
+    mode: Mode,
+) -> Result<ParsedDocument, ParseError> {
     let text = encoding::decode_html(bytes, charset);
+    if nesting_depth(&text) > MAX_DEPTH {
+        return Err(ParseError::corrupt(format!(
+            "the HTML nests elements more than {MAX_DEPTH} levels deep"
+        )));
+    }
     let html = Html::parse_document(&text);
     let title = title(&html);
     let root = content_root(&html, mode);
@@ -248,10 +307,10 @@ impl Walker {
                 }
             }
             "tr" if self.in_data_cell() => self.end_row(),
-            _ if BLOCKS.contains(&name) || matches!(name, "tr" | "td" | "th") => {
-                if !self.in_data_cell() {
-                    self.flush();
-                }
+            _ if (BLOCKS.contains(&name) || matches!(name, "tr" | "td" | "th"))
+                && !self.in_data_cell() =>
+            {
+                self.flush()
             }
             _ => {}
         }
@@ -316,9 +375,12 @@ impl Walker {
             if matches!(name, "body" | "html" | "main" | "article") {
                 return false;
             }
-            if e.attr("role")
-                .is_some_and(|r| matches!(r, "navigation" | "banner" | "contentinfo" | "complementary" | "search"))
-            {
+            if e.attr("role").is_some_and(|r| {
+                matches!(
+                    r,
+                    "navigation" | "banner" | "contentinfo" | "complementary" | "search"
+                )
+            }) {
                 return true;
             }
             let marked = e
@@ -336,6 +398,71 @@ impl Walker {
         }
         false
     }
+}
+
+/// An upper estimate of element nesting from the raw markup: open tags count up, close tags
+/// down; void elements and those the parser closes implicitly (`p`, `li`, `td`…) do not count.
+fn nesting_depth(html: &str) -> usize {
+    const UNCOUNTED: &[&str] = &[
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+        "source", "track", "wbr", "keygen", "p", "li", "dt", "dd", "option", "optgroup", "tr",
+        "td", "th", "thead", "tbody", "tfoot", "colgroup", "caption", "rb", "rt", "rp", "html",
+        "head", "body", "!doctype",
+    ];
+    let bytes = html.as_bytes();
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut i = 0;
+    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'<') {
+        i += offset + 1;
+        if bytes[i..].starts_with(b"!--") {
+            i = find_from(bytes, i, b"-->").unwrap_or(bytes.len());
+            continue;
+        }
+        let closing = bytes.get(i) == Some(&b'/');
+        let name_start = i + usize::from(closing);
+        let name_len = bytes[name_start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'!')
+            .count();
+        if name_len == 0 {
+            continue;
+        }
+        let name = html[name_start..name_start + name_len].to_ascii_lowercase();
+        let tag_end = find_from(bytes, name_start, b">").unwrap_or(bytes.len());
+        let self_closing = tag_end > 0 && bytes.get(tag_end - 1) == Some(&b'/');
+        i = tag_end.min(bytes.len());
+        if UNCOUNTED.contains(&name.as_str()) {
+            continue;
+        }
+        if closing {
+            depth = depth.saturating_sub(1);
+        } else if !self_closing {
+            depth += 1;
+            max = max.max(depth);
+            if matches!(name.as_str(), "script" | "style" | "textarea" | "title") {
+                // Raw text: skip to the matching close tag.
+                let close = format!("</{name}");
+                i = find_ignore_case(bytes, i, close.as_bytes()).unwrap_or(bytes.len());
+            }
+        }
+    }
+    max
+}
+
+fn find_ignore_case(bytes: &[u8], from: usize, lower_needle: &[u8]) -> Option<usize> {
+    bytes
+        .get(from..)?
+        .windows(lower_needle.len())
+        .position(|w| w.eq_ignore_ascii_case(lower_needle))
+        .map(|at| from + at)
+}
+
+fn find_from(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    bytes
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|at| from + at)
 }
 
 fn heading_level(name: &str) -> Option<u8> {
@@ -358,12 +485,27 @@ fn has_ancestor(node: NodeRef<'_, Node>, names: &[&str]) -> bool {
 /// A table of data (cells of inline text) rather than a page-layout grid.
 fn is_data_table(table: NodeRef<'_, Node>) -> bool {
     const LAYOUT: &[&str] = &[
-        "table", "p", "div", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
-        "section", "article",
+        "table",
+        "p",
+        "div",
+        "ul",
+        "ol",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "blockquote",
+        "section",
+        "article",
     ];
-    table.descendants().skip(1).take(20_000).all(
-        |n| !matches!(n.value(), Node::Element(e) if LAYOUT.contains(&e.name())),
-    )
+    table
+        .descendants()
+        .skip(1)
+        .take(20_000)
+        .all(|n| !matches!(n.value(), Node::Element(e) if LAYOUT.contains(&e.name())))
 }
 
 /// A list whose text is mostly link text: a menu, a tag cloud, "related posts".

@@ -56,9 +56,7 @@ pub(crate) fn blocks(text: &str) -> Vec<super::Block> {
             Event::Text(t) | Event::Code(t) | Event::InlineMath(t) | Event::DisplayMath(t) => {
                 s.buffer.push_str(&t)
             }
-            Event::SoftBreak | Event::HardBreak => {
-                s.buffer.push(if s.code { '\n' } else { ' ' })
-            }
+            Event::SoftBreak | Event::HardBreak => s.buffer.push(if s.code { '\n' } else { ' ' }),
             Event::TaskListMarker(done) => s.buffer.push_str(if done { "[x] " } else { "[ ] " }),
             Event::Html(_) | Event::InlineHtml(_) | Event::FootnoteReference(_) | Event::Rule => {}
         }

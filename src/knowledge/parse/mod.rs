@@ -174,7 +174,13 @@ pub fn detect_format(
     }
     let ext = extension(filename);
     let mime = declared_mime
-        .map(|m| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|m| {
+            m.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     // A name or type that promises a binary format the bytes do not match: say it is damaged
     // rather than indexing binary garbage as text.
@@ -314,7 +320,10 @@ fn known_binary(bytes: &[u8]) -> Option<&'static str> {
         (b"BM", "BMP image"),
         (b"MZ", "Windows executable"),
         (b"\x7fELF", "ELF executable"),
-        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "legacy Office file (.doc/.xls): save it as .docx or .xlsx"),
+        (
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+            "legacy Office file (.doc/.xls): save it as .docx or .xlsx",
+        ),
         (b"\x1f\x8b", "gzip archive"),
         (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
         (b"Rar!", "RAR archive"),

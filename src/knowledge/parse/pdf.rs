@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pdf_extract::{Dictionary, Document, MediaBox, Object, ObjectId, OutputDev, OutputError, Transform};
+use pdf_extract::{
+    Dictionary, Document, MediaBox, Object, ObjectId, OutputDev, OutputError, Transform,
+};
 
 use super::{DocumentFormat, ParseError, ParseLimits, ParsedDocument};
 use layout::{Glyph, PageText};
@@ -30,17 +32,19 @@ const MAX_FORM_VISITS: usize = 100_000;
 
 pub fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
     check_stream_budget(bytes, limits.max_uncompressed_bytes)?;
-    let owned = bytes.to_vec();
     let max_glyphs = limits.max_uncompressed_bytes;
-    let worker = std::thread::Builder::new()
-        .name("pdf-extract".into())
-        .stack_size(EXTRACT_STACK)
-        .spawn(move || extract(&owned, max_glyphs))
-        .map_err(|e| ParseError::corrupt(format!("could not start the PDF reader ({e})")))?;
-    match worker.join() {
-        Ok(result) => result,
-        Err(_) => Err(ParseError::corrupt("the PDF reader could not read this file")),
-    }
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("pdf-extract".into())
+            .stack_size(EXTRACT_STACK)
+            .spawn_scoped(scope, || extract(bytes, max_glyphs))
+            .map_err(|e| ParseError::corrupt(format!("could not start the PDF reader ({e})")))?;
+        worker.join().unwrap_or_else(|_| {
+            Err(ParseError::corrupt(
+                "the PDF reader could not read this file",
+            ))
+        })
+    })
 }
 
 fn extract(bytes: &[u8], max_glyphs: u64) -> Result<ParsedDocument, ParseError> {
@@ -82,7 +86,9 @@ fn extract(bytes: &[u8], max_glyphs: u64) -> Result<ParsedDocument, ParseError> 
             Ok(Err(_)) | Err(_) => {
                 failed += 1;
                 if collector.glyph_budget == 0 {
-                    return Err(ParseError::corrupt("the PDF holds more text than the limit"));
+                    return Err(ParseError::corrupt(
+                        "the PDF holds more text than the limit",
+                    ));
                 }
             }
         }
@@ -236,7 +242,10 @@ fn resolve<'a>(doc: &'a Document, object: &'a Object) -> Option<&'a Object> {
 }
 
 fn dict_entry<'a>(doc: &'a Document, dict: &'a Dictionary, key: &[u8]) -> Option<&'a Dictionary> {
-    dict.get(key).ok().and_then(|o| resolve(doc, o)).and_then(|o| o.as_dict().ok())
+    dict.get(key)
+        .ok()
+        .and_then(|o| resolve(doc, o))
+        .and_then(|o| o.as_dict().ok())
 }
 
 /// A page's resources, inherited from its ancestors as pdf-extract looks them up.
@@ -284,7 +293,8 @@ fn draws_recursively(doc: &Document, pages: &std::collections::BTreeMap<u32, Obj
             let Ok(stream) = doc.get_object(id).and_then(Object::as_stream) else {
                 continue;
             };
-            let is_form = stream.dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Form");
+            let is_form =
+                stream.dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Form");
             if !is_form {
                 continue;
             }
@@ -320,14 +330,28 @@ fn do_names(content: &[u8]) -> Vec<Vec<u8>> {
     ops.operations
         .iter()
         .filter(|op| op.operator == "Do")
-        .filter_map(|op| op.operands.first().and_then(|o| o.as_name().ok()).map(<[u8]>::to_vec))
+        .filter_map(|op| {
+            op.operands
+                .first()
+                .and_then(|o| o.as_name().ok())
+                .map(<[u8]>::to_vec)
+        })
         .collect()
 }
 
 /// The document title from the Info dictionary, if it has a usable one.
 fn info_title(doc: &Document) -> Option<String> {
-    let info = doc.trailer.get(b"Info").ok().and_then(|o| resolve(doc, o))?;
-    let title = info.as_dict().ok()?.get(b"Title").ok().and_then(|o| resolve(doc, o))?;
+    let info = doc
+        .trailer
+        .get(b"Info")
+        .ok()
+        .and_then(|o| resolve(doc, o))?;
+    let title = info
+        .as_dict()
+        .ok()?
+        .get(b"Title")
+        .ok()
+        .and_then(|o| resolve(doc, o))?;
     let Object::String(bytes, _) = title else {
         return None;
     };
@@ -347,7 +371,10 @@ mod tests {
 
     #[test]
     fn do_names_finds_drawn_xobjects() {
-        assert_eq!(do_names(b"q /Fm1 Do Q /Im2 Do"), vec![b"Fm1".to_vec(), b"Im2".to_vec()]);
+        assert_eq!(
+            do_names(b"q /Fm1 Do Q /Im2 Do"),
+            vec![b"Fm1".to_vec(), b"Im2".to_vec()]
+        );
         assert!(do_names(b"BT (hi) Tj ET").is_empty());
     }
 

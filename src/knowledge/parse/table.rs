@@ -12,29 +12,41 @@ pub fn is_header_row(first: &[String], total_rows: usize) -> bool {
 }
 
 pub fn render_row(header: Option<&[String]>, cells: &[String]) -> String {
-    let mut parts: Vec<String> = Vec::with_capacity(cells.len());
-    for (i, cell) in cells.iter().enumerate() {
-        let value = super::normalize_inline(cell);
+    let pairs = cells.iter().enumerate().map(|(i, cell)| {
+        (
+            header.and_then(|h| h.get(i)).map(String::as_str),
+            cell.as_str(),
+        )
+    });
+    render_pairs(pairs, header.is_some())
+}
+
+/// Renders (column name, value) pairs; empty values are skipped, unnamed ones stand alone.
+pub fn render_pairs<'a>(
+    pairs: impl Iterator<Item = (Option<&'a str>, &'a str)>,
+    has_header: bool,
+) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for (name, value) in pairs {
+        let value = super::normalize_inline(value);
         if value.is_empty() {
             continue;
         }
-        let name = header
-            .and_then(|h| h.get(i))
-            .map(|h| super::normalize_inline(h))
-            .filter(|h| !h.is_empty());
+        let name = name.map(super::normalize_inline).filter(|h| !h.is_empty());
         parts.push(match name {
             Some(name) => format!("{name}: {value}"),
             None => value,
         });
     }
-    let separator = if header.is_some() { "; " } else { " | " };
-    parts.join(separator)
+    parts.join(if has_header { "; " } else { " | " })
 }
 
 fn looks_numeric(cell: &str) -> bool {
     let core: String = cell
         .chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '$' | '€' | '£' | '¥' | '%' | ',' | '.' | '-' | '+'))
+        .filter(|c| {
+            !c.is_whitespace() && !matches!(c, '$' | '€' | '£' | '¥' | '%' | ',' | '.' | '-' | '+')
+        })
         .collect();
     let core = core.strip_prefix("Rp").unwrap_or(&core);
     !core.is_empty() && core.chars().all(|c| c.is_ascii_digit())

@@ -59,7 +59,11 @@ impl<'a> GuardedZip<'a> {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.archive.file_names().filter_map(Result::ok).map(|n| n.into_owned()).collect()
+        self.archive
+            .file_names()
+            .filter_map(Result::ok)
+            .map(|n| n.into_owned())
+            .collect()
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -71,7 +75,10 @@ impl<'a> GuardedZip<'a> {
         let Some(index) = self.archive.index_for_name(name) else {
             return Ok(None);
         };
-        let budget = self.limits.max_uncompressed_bytes.saturating_sub(self.inflated);
+        let budget = self
+            .limits
+            .max_uncompressed_bytes
+            .saturating_sub(self.inflated);
         let mut file = self
             .archive
             .by_index(index)
@@ -148,7 +155,10 @@ fn office_document_target(rels: &str) -> Option<String> {
                 let mut kind = None;
                 let mut target = None;
                 for attr in e.attributes().flatten() {
-                    let value = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned());
+                    let value = attr
+                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                        .ok()
+                        .map(|v| v.into_owned());
                     match attr.key.local_name().as_ref() {
                         "Type" => kind = value,
                         "Target" => target = value,
@@ -192,7 +202,9 @@ pub fn office_kind(bytes: &[u8]) -> Result<DocumentFormat, ParseError> {
         if under("ppt/") {
             return Err(ParseError::unsupported("PowerPoint presentation (.pptx)"));
         }
-        return Err(ParseError::unsupported("Office Open XML package of an unknown kind"));
+        return Err(ParseError::unsupported(
+            "Office Open XML package of an unknown kind",
+        ));
     }
     if has("mimetype") && has("content.xml") {
         return Err(ParseError::unsupported(

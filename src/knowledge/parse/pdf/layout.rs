@@ -236,7 +236,10 @@ fn columns_confirmed(left: &[Frag], right: &[Frag], spanning: usize) -> bool {
     }
     // Side by side: the right column's lines sit within the left column's height, mostly.
     let (ltop, lbot) = y_range(left);
-    let beside = right.iter().filter(|f| f.y >= ltop - f.size && f.y <= lbot + f.size).count();
+    let beside = right
+        .iter()
+        .filter(|f| f.y >= ltop - f.size && f.y <= lbot + f.size)
+        .count();
     if beside * 2 < right.len() {
         return false;
     }
@@ -258,9 +261,11 @@ fn reads_as_prose(side: &[Frag]) -> bool {
 }
 
 fn y_range(frags: &[Frag]) -> (f64, f64) {
-    frags.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), f| {
-        (lo.min(f.y), hi.max(f.y))
-    })
+    frags
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), f| {
+            (lo.min(f.y), hi.max(f.y))
+        })
 }
 
 /// Groups fragments sharing a baseline into lines, top to bottom, each left to right.
@@ -280,10 +285,17 @@ fn to_lines(mut frags: Vec<Frag>) -> Vec<Line> {
         .into_iter()
         .map(|(y, size, mut members)| {
             members.sort_by(|a, b| a.x0.total_cmp(&b.x0));
-            let text = members.iter().map(|m| m.text.as_str()).collect::<Vec<_>>().join(" ");
+            let text = members
+                .iter()
+                .map(|m| m.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
             Line {
                 x0: members.iter().map(|m| m.x0).fold(f64::INFINITY, f64::min),
-                x1: members.iter().map(|m| m.x1).fold(f64::NEG_INFINITY, f64::max),
+                x1: members
+                    .iter()
+                    .map(|m| m.x1)
+                    .fold(f64::NEG_INFINITY, f64::max),
                 y,
                 size,
                 text,
@@ -295,7 +307,13 @@ fn to_lines(mut frags: Vec<Frag>) -> Vec<Line> {
 /// A line's text with digits blurred, so "Page 3" and "Page 4" count as the same running head.
 fn running_key(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_digit() { '#' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c.is_ascii_digit() {
+                '#'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .filter(|c| !c.is_whitespace())
         .collect()
 }
@@ -405,11 +423,17 @@ fn emit_region(sink: &mut BlockSink, lines: &[Line], heading_sizes: &HashMap<i64
                 _ => prev.size * 1.5,
             };
             let size_changed = (line.size - prev.size).abs() > 0.15 * line.size.max(prev.size);
-            let heading_changed =
-                heading_sizes.contains_key(&size_key(line.size)) != heading_sizes.contains_key(&size_key(prev.size));
+            let heading_changed = heading_sizes.contains_key(&size_key(line.size))
+                != heading_sizes.contains_key(&size_key(prev.size));
             let ended_short = prev.x1 < width_max - 0.25 * region_width
                 && prev.text.ends_with(['.', '!', '?', ':']);
-            if gap > limit || gap < -prev.size || size_changed || heading_changed || ended_short || is_bullet(&line.text) {
+            if gap > limit
+                || gap < -prev.size
+                || size_changed
+                || heading_changed
+                || ended_short
+                || is_bullet(&line.text)
+            {
                 flush(sink, &mut paragraph, heading_sizes);
             }
         }
@@ -474,10 +498,24 @@ mod tests {
         let mut glyphs = Vec::new();
         for row in 0..5 {
             let y = 100.0 + row as f64 * 12.0;
-            glyphs.extend(line_of(&format!("left column sentence number {row}"), 50.0, y, 10.0));
-            glyphs.extend(line_of(&format!("right column sentence number {row}"), 320.0, y, 10.0));
+            glyphs.extend(line_of(
+                &format!("left column sentence number {row}"),
+                50.0,
+                y,
+                10.0,
+            ));
+            glyphs.extend(line_of(
+                &format!("right column sentence number {row}"),
+                320.0,
+                y,
+                10.0,
+            ));
         }
-        let page = PageText { number: 1, height: 800.0, glyphs };
+        let page = PageText {
+            number: 1,
+            height: 800.0,
+            glyphs,
+        };
         let text: Vec<String> = blocks(vec![page]).into_iter().map(|b| b.text).collect();
         let all = text.join(" ");
         let last_left = all.rfind("left column").unwrap();
@@ -493,8 +531,16 @@ mod tests {
             glyphs.extend(line_of(&format!("Item {row}"), 50.0, y, 10.0));
             glyphs.extend(line_of(&format!("Rp {row}0.000"), 320.0, y, 10.0));
         }
-        let page = PageText { number: 1, height: 800.0, glyphs };
-        let all: String = blocks(vec![page]).into_iter().map(|b| b.text).collect::<Vec<_>>().join(" ");
+        let page = PageText {
+            number: 1,
+            height: 800.0,
+            glyphs,
+        };
+        let all: String = blocks(vec![page])
+            .into_iter()
+            .map(|b| b.text)
+            .collect::<Vec<_>>()
+            .join(" ");
         assert!(all.contains("Item 0 Rp 00.000 Item 1 Rp 10.000"), "{all}");
     }
 
@@ -503,9 +549,18 @@ mod tests {
         let pages = (1..=4)
             .map(|n| {
                 let mut glyphs = line_of("ACME confidential", 50.0, 20.0, 8.0);
-                glyphs.extend(line_of(&format!("Body text of page {n}."), 50.0, 300.0, 10.0));
+                glyphs.extend(line_of(
+                    &format!("Body text of page {n}."),
+                    50.0,
+                    300.0,
+                    10.0,
+                ));
                 glyphs.extend(line_of(&format!("{n}"), 300.0, 780.0, 8.0));
-                PageText { number: n, height: 800.0, glyphs }
+                PageText {
+                    number: n,
+                    height: 800.0,
+                    glyphs,
+                }
             })
             .collect();
         let out = blocks(pages);
@@ -517,9 +572,18 @@ mod tests {
     #[test]
     fn bigger_type_becomes_a_heading() {
         let mut glyphs = line_of("Opening hours", 50.0, 60.0, 18.0);
-        glyphs.extend(line_of("We open at seven every day of the week.", 50.0, 100.0, 10.0));
+        glyphs.extend(line_of(
+            "We open at seven every day of the week.",
+            50.0,
+            100.0,
+            10.0,
+        ));
         glyphs.extend(line_of("Holidays are different.", 50.0, 112.0, 10.0));
-        let out = blocks(vec![PageText { number: 1, height: 800.0, glyphs }]);
+        let out = blocks(vec![PageText {
+            number: 1,
+            height: 800.0,
+            glyphs,
+        }]);
         assert_eq!(out[0].kind, BlockKind::Heading);
         assert_eq!(out[1].heading_path, vec!["Opening hours".to_string()]);
     }
@@ -528,7 +592,11 @@ mod tests {
     fn hyphenated_line_ends_are_joined() {
         let mut glyphs = line_of("The reser-", 50.0, 100.0, 10.0);
         glyphs.extend(line_of("vation is confirmed.", 50.0, 112.0, 10.0));
-        let out = blocks(vec![PageText { number: 1, height: 800.0, glyphs }]);
+        let out = blocks(vec![PageText {
+            number: 1,
+            height: 800.0,
+            glyphs,
+        }]);
         assert_eq!(out[0].text, "The reservation is confirmed.");
     }
 }
