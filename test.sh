@@ -19,8 +19,11 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 fi
 echo "==> headless Chromium for the dashboard's browser tests"
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y chromium chromium-driver
 fi
+echo "==> models (the knowledge tests run the real embedding model; cached after the first run)"
+bash scripts/fetch-models.sh "$PWD/models"
 echo "==> cargo test"
 cargo test --locked --all-targets

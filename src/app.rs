@@ -17,6 +17,8 @@ use crate::config::{Config, LlmSettings};
 use crate::conversations::turns::{run_scheduler, TurnScheduler};
 use crate::conversations::{inbound, LiveBus};
 use crate::events::{Consumer, Dispatcher, Envelope};
+use crate::knowledge::ingest::IngestHandler;
+use crate::knowledge::KnowledgeService;
 use crate::storage::Store;
 use crate::tenants::crypto::MasterKey;
 use crate::web::{self, AppInner, AppState};
@@ -198,10 +200,12 @@ pub async fn launch(
         stop_rx.clone(),
     );
     let (turns, turn_rx) = TurnScheduler::channel();
+    let knowledge = KnowledgeService::open(&config, store.clone())
+        .map_err(|e| LaunchError::Setup(format!("knowledge: {e}")))?;
     let assistant = Assistant {
         store: store.clone(),
         llm: llm_client(&config)?,
-        knowledge: None,
+        knowledge: Some(knowledge.clone()),
         sender: sender.clone(),
         live: live.clone(),
         history_messages: config.pipeline.history_messages,
@@ -219,6 +223,9 @@ pub async fn launch(
             live.clone(),
         ),
         Arc::new(sender.clone()),
+        Arc::new(IngestHandler {
+            service: knowledge.clone(),
+        }),
     ];
     for handler in handlers {
         let rx = receivers
@@ -267,9 +274,13 @@ pub async fn launch(
             tenant_data: Default::default(),
             ops: ops.clone(),
             dashboard,
+            knowledge: knowledge.clone(),
         }),
     };
     state.tenant_data.register(state.dashboard.search.clone());
+    // Deleting a tenant removes its documents' originals and index entries too.
+    state.tenant_data.register(knowledge.clone());
+    workers.push(knowledge.start(ops.readiness.clone(), stop_rx.clone()));
     workers.extend(crate::ops::spawn_background(&state, stop_rx.clone()));
     let metrics_addr = match state.config.metrics_listen {
         Some(at) => {

@@ -45,6 +45,10 @@ enum Who {
     ViewerOfOutlet,
     /// Every viewer and up (tenant-wide reads; outlet-limited callers get a filtered answer).
     Viewer,
+    /// A dashboard page or form (`Access::Page`): it signs its person in from the dashboard
+    /// session and checks role and outlets itself (tests/dashboard.rs walks those by role). Here:
+    /// without a dashboard session, nobody is served it, whatever else they hold.
+    Page,
 }
 
 fn allowed(who: Who) -> BTreeSet<&'static str> {
@@ -76,7 +80,7 @@ fn allowed(who: Who) -> BTreeSet<&'static str> {
                 add(&mut s, g);
             }
         }
-        Who::Operator => {}
+        Who::Operator | Who::Page => {}
         Who::AdminPeople => add(&mut s, A_PEOPLE_ADMINS),
         Who::Admin => {
             add(&mut s, A_PEOPLE_ADMINS);
@@ -220,6 +224,68 @@ fn matrix() -> Vec<(&'static str, &'static str, Who)> {
             "/api/v1/tenants/{tenant}/api-keys/{key}",
             AdminPeople,
         ),
+        ("GET", "/api/v1/tenants/{tenant}/knowledge-bases", Viewer),
+        ("POST", "/api/v1/tenants/{tenant}/knowledge-bases", Admin),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/knowledge-bases/{kb}",
+            Viewer,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tenants/{tenant}/knowledge-bases/{kb}",
+            Admin,
+        ),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents",
+            Viewer,
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents",
+            Admin,
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents/url",
+            Admin,
+        ),
+        ("GET", "/api/v1/tenants/{tenant}/documents/{doc}", Viewer),
+        ("PUT", "/api/v1/tenants/{tenant}/documents/{doc}", Admin),
+        ("DELETE", "/api/v1/tenants/{tenant}/documents/{doc}", Admin),
+        ("POST", "/api/v1/tenants/{tenant}/knowledge/search", Viewer),
+        ("GET", "/api/v1/tenants/{tenant}/knowledge/settings", Viewer),
+        ("PUT", "/api/v1/tenants/{tenant}/knowledge/settings", Admin),
+        ("POST", "/api/v1/knowledge/reindex", Operator),
+        // The dashboard: sign-in, static assets and redirects are public; the rest are pages.
+        ("GET", "/", Everyone),
+        ("GET", "/dash", Everyone),
+        ("GET", "/dash/signin", Everyone),
+        ("POST", "/dash/signin", Everyone),
+        ("POST", "/dash/signin/password", Everyone),
+        ("GET", "/static/app.css", Everyone),
+        ("GET", "/static/live.js", Everyone),
+        ("POST", "/dash/signout", Page),
+        ("GET", "/dash/inbox", Page),
+        ("GET", "/dash/inbox/list", Page),
+        ("GET", "/dash/c/{id}", Page),
+        ("POST", "/dash/c/{id}/{action}", Page),
+        ("GET", "/dash/canned", Page),
+        ("POST", "/dash/canned", Page),
+        ("POST", "/dash/canned/delete", Page),
+        ("GET", "/dash/live", Page),
+        ("GET", "/dash/admin/outlets", Page),
+        ("POST", "/dash/admin/outlets", Page),
+        ("GET", "/dash/admin/channels", Page),
+        ("POST", "/dash/admin/channels", Page),
+        ("GET", "/dash/admin/simulator", Page),
+        ("POST", "/dash/admin/simulator", Page),
+        ("GET", "/dash/admin/knowledge", Page),
+        ("GET", "/dash/admin/users", Page),
+        ("GET", "/dash/admin/plan", Page),
+        ("GET", "/dash/admin/audit", Page),
+        ("GET", "/dash/operator", Page),
     ]
 }
 
@@ -366,6 +432,10 @@ async fn fixture(app: &TestApp) -> Fixture {
         ("plan", "growth".to_string()),
         ("customer", "6281299999999".to_string()),
         ("period", "current".to_string()),
+        // A base that does not exist: the handlers answer 404 not_found, never a gate refusal.
+        ("kb", "no-such-base".to_string()),
+        ("doc", "0190a0a0-0000-7000-8000-000000000000".to_string()),
+        ("action", "takeover".to_string()),
     ]);
     Fixture { creds, params }
 }
@@ -415,6 +485,9 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<Value> {
         }
         "/api/v1/tenants/{tenant}/api-keys" => json!({"name": format!("k{n}"), "role": "viewer"}),
         "/webhooks/whatsapp" => json!({"object": "whatsapp_business_account", "entry": []}),
+        "/api/v1/tenants/{tenant}/knowledge-bases" => json!({"name": format!("Base {n}")}),
+        "/api/v1/tenants/{tenant}/knowledge/search" => json!({"query": "opening hours"}),
+        "/api/v1/tenants/{tenant}/knowledge/settings" => json!({"no_answer": "offer_human"}),
         // Sign-in, OIDC, invitations: an empty body is refused by the handler, not the gate.
         _ => json!({}),
     })
@@ -464,7 +537,36 @@ async fn every_route_allows_exactly_its_principals() {
     rows.sort_by_key(|(_, p, _)| *p == "/api/v1/auth/sign-out");
     let mut failures = Vec::new();
     let mut n = 0;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     for (method, path, who) in rows {
+        if matches!(who, Who::Page) {
+            let url = format!("{}{}", app.url, concrete(path, &fx.params));
+            for bearer in [None, Some(app.token.clone())] {
+                let mut req =
+                    no_redirects.request(Method::from_bytes(method.as_bytes()).unwrap(), &url);
+                if let Some(token) = &bearer {
+                    req = req.bearer_auth(token);
+                }
+                let resp = req.send().await.unwrap();
+                let location = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                if !(resp.status().is_redirection() && location == "/dash/signin") {
+                    failures.push(format!(
+                        "{method} {path} without a dashboard session (bearer: {}): {} {location}",
+                        bearer.is_some(),
+                        resp.status()
+                    ));
+                }
+            }
+            continue;
+        }
         let expected = allowed(who);
         let mut params = fx.params.clone();
         if LIFECYCLE.contains(&path) || (method == "DELETE" && path == "/api/v1/tenants/{tenant}") {

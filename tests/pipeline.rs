@@ -589,6 +589,12 @@ async fn offline_without_an_answer_in_the_knowledge_base_hands_off_instead_of_in
         ..Options::default()
     })
     .await;
+    // The tenant chose handing off over offering a person (the default, tested in knowledge.rs).
+    app.put(
+        "/api/v1/tenants/acme/knowledge/settings",
+        json!({"no_answer": "hand_off"}),
+    )
+    .await;
     customer_writes(&app, BUDI, "wamid.OFF", "How much is a large latte?").await;
     let c = conversation_in(&app, tenant, BUDI, ConversationState::PendingHuman).await;
     assert_eq!(c.handoff_reason, Some(HandoffReason::NoGroundedAnswer));

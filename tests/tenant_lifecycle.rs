@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -14,8 +13,6 @@ use serde_json::json;
 use support::people::Cred;
 use support::*;
 use wacrm::conversations::Author;
-use wacrm::tenants::lifecycle::{PurgeReport, TenantDataOwner};
-use wacrm::tenants::Tenant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_tenant_stores_webhooks_unanswered_and_its_people_are_refused() {
@@ -124,32 +121,6 @@ async fn a_suspended_tenant_stores_webhooks_unanswered_and_its_people_are_refuse
     app.stop().await;
 }
 
-/// Stands in for the knowledge service: keeps a tenant's documents as files in the data directory.
-struct FakeDocuments {
-    root: std::path::PathBuf,
-}
-
-impl TenantDataOwner for FakeDocuments {
-    fn name(&self) -> &'static str {
-        "documents"
-    }
-    fn purge_tenant(&self, tenant: &Tenant) -> Result<PurgeReport, String> {
-        let dir = self.root.join(tenant.id.to_string());
-        let mut report = PurgeReport::default();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                report.files += 1;
-                report.bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(report),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(report),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
 /// Every file under `dir` (except the database, read row by row instead) holding any of `needles`.
 fn files_containing(dir: &Path, needles: &[Vec<u8>], skip: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -225,15 +196,15 @@ async fn deleting_a_tenant_removes_its_data_everywhere_and_reports_it() {
     let doomed = app.tenant_with_channel("doomed", "111000111").await;
     let keeper = app.tenant_with_channel("keeper", "222000222").await;
     let docs = app.dir.path().join("documents");
-    let state = app.running.as_ref().unwrap().state.clone();
-    state
-        .tenant_data
-        .register(Arc::new(FakeDocuments { root: docs.clone() }));
-    drop(state);
-    for (tenant, slug) in [(doomed, "doomed"), (keeper, "keeper")] {
-        let dir = docs.join(tenant.to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("menu.txt"), format!("{slug}'s menu")).unwrap();
+    // Both tenants teach the assistant from a document: originals, chunks, index entries.
+    for slug in ["doomed", "keeper"] {
+        let kb = app.create_kb(slug, "menu", &[]).await;
+        let menu =
+            format!("# {slug} menu\n\nThe {slug} special is a pandan latte for 30000 rupiah.\n");
+        let ready = app
+            .upload_and_wait(slug, &kb, &[("menu.md", menu.into_bytes())])
+            .await;
+        assert_eq!(ready[0]["status"], "ready", "{ready:?}");
     }
 
     // Both tenants get the works: people, sessions, keys, invitations, outlets, conversations,
@@ -295,7 +266,14 @@ async fn deleting_a_tenant_removes_its_data_everywhere_and_reports_it() {
     assert_eq!(report["global_rows"]["api_keys"], 1);
     assert_eq!(report["global_rows"]["invitation_links"], 1);
     assert_eq!(report["global_rows"]["sign_in_lockouts"], 1);
-    assert_eq!(report["owners"]["documents"]["files"], 1);
+    assert_eq!(report["owners"]["knowledge"]["files"], 1, "{report}");
+    assert!(
+        report["owners"]["knowledge"]["detail"]["text index entries"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{report}"
+    );
 
     // Gone for its people and for the operator; a late webhook for its number stores nothing.
     let a = app
@@ -310,7 +288,22 @@ async fn deleting_a_tenant_removes_its_data_everywhere_and_reports_it() {
     // The other tenant keeps everything.
     app.sign_in("admin@keeper.test").await;
     assert_eq!(app.conversations(keeper).len(), 1);
-    assert!(docs.join(keeper.to_string()).join("menu.txt").exists());
+    assert_eq!(
+        std::fs::read_dir(docs.join(keeper.to_string()))
+            .unwrap()
+            .count(),
+        1
+    );
+    let v = app
+        .search("keeper", json!({"query": "pandan latte", "min_score": 0}))
+        .await;
+    assert!(
+        v["hits"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("keeper special"),
+        "{v}"
+    );
     let deleted = app.audit("action=tenant.deleted").await;
     assert_eq!(deleted.len(), 1);
 

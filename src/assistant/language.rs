@@ -116,9 +116,25 @@ pub fn handoff_notice(lang: Lang) -> &'static str {
     }
 }
 
+/// Sent when the knowledge base has no answer and the tenant prefers to offer a person.
+pub fn dont_know_offer_human(lang: Lang) -> &'static str {
+    match lang {
+        Lang::English => "Sorry, I don't know the answer to that. Would you like me to connect you with a member of our team? Just reply \"agent\".",
+        Lang::Indonesian => "Mohon maaf, saya belum tahu jawabannya. Mau saya sambungkan dengan tim kami? Balas saja \"admin\".",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_offered_reply_word_reaches_a_person() {
+        for (lang, word) in [(Lang::English, "agent"), (Lang::Indonesian, "admin")] {
+            assert!(dont_know_offer_human(lang).contains(&format!("\"{word}\"")));
+            assert!(crate::assistant::intent::wants_human(word));
+        }
+    }
 
     #[test]
     fn detects_indonesian_and_english() {

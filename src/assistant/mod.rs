@@ -5,9 +5,12 @@ pub mod language;
 pub mod llm;
 pub mod turn;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::conversations::{LiveBus, Source};
+use crate::knowledge::NoAnswerPolicy;
 use crate::storage::{OutletId, Store, TenantId};
 use crate::whatsapp::sender::SenderHandle;
 
@@ -16,7 +19,12 @@ use crate::whatsapp::sender::SenderHandle;
 pub struct KnowledgePassage {
     pub document: String,
     pub chunk: String,
+    /// The whole chunk (what the model reads).
     pub text: String,
+    /// A sentence or two of it that best answer the question (what the offline responder says).
+    /// Set on the best passage only.
+    pub excerpt: String,
+    /// Relevance, 0-1 (see `knowledge::retrieve`).
     pub score: f32,
     /// Whether the match is strong enough for the offline responder to answer with it alone.
     pub confident: bool,
@@ -32,15 +40,22 @@ impl KnowledgePassage {
     }
 }
 
+pub type RetrieveFuture<'a> = Pin<Box<dyn Future<Output = Vec<KnowledgePassage>> + Send + 'a>>;
+
 /// Where answers come from. The knowledge service implements it; retrieval is always scoped to
-/// the tenant (and the conversation's outlet) it is given.
+/// the tenant (and the conversation's outlet) it is given. Async because it embeds the question
+/// (CPU work, run off the async threads by the implementation).
 pub trait KnowledgeRetriever: Send + Sync + 'static {
-    fn retrieve(
-        &self,
+    /// Passages above the minimum score, best first; empty when nothing relevant is known.
+    fn retrieve<'a>(
+        &'a self,
         tenant: TenantId,
         outlet: Option<OutletId>,
-        question: &str,
-    ) -> Vec<KnowledgePassage>;
+        question: &'a str,
+    ) -> RetrieveFuture<'a>;
+
+    /// What to do when nothing relevant is found (a per-tenant setting).
+    fn no_answer_policy(&self, tenant: TenantId) -> NoAnswerPolicy;
 }
 
 /// The assistant service. Cheap to clone.

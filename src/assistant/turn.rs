@@ -15,6 +15,7 @@ use crate::conversations::{
     Author, Conversation, ConversationState, HandoffReason, LiveUpdate, Message, MessageBody,
     Source, CONVERSATIONS, PENDING_TURNS,
 };
+use crate::knowledge::NoAnswerPolicy;
 use crate::storage::{StoreError, TenantId, WriteCtx};
 use crate::tenants::{Tenant, TenantStatus};
 use crate::whatsapp::outbound::OutboundContent;
@@ -216,13 +217,23 @@ impl Assistant {
                 notice: language::handoff_notice(lang).into(),
             };
         }
-        let passages = match &self.knowledge {
-            Some(kb) => kb.retrieve(input.tenant.id, input.conversation.outlet, &input.question),
-            None => Vec::new(),
+        let (passages, policy) = match &self.knowledge {
+            Some(kb) => (
+                kb.retrieve(input.tenant.id, input.conversation.outlet, &input.question)
+                    .await,
+                kb.no_answer_policy(input.tenant.id),
+            ),
+            None => (Vec::new(), NoAnswerPolicy::default()),
         };
+        if passages.is_empty() && policy == NoAnswerPolicy::HandOff {
+            return Decision::HandOff {
+                reason: HandoffReason::NoGroundedAnswer,
+                notice: language::handoff_notice(lang).into(),
+            };
+        }
         match &self.llm {
             Some(llm) => self.generate(llm, input, &passages, lang).await,
-            None => offline_answer(&passages, lang),
+            None => offline_answer(&passages, lang, policy),
         }
     }
 
@@ -465,17 +476,31 @@ fn metered(
     }
 }
 
-/// Without a model: answer with the best passage when it is strong enough, else hand off. Never
-/// invents anything.
-fn offline_answer(passages: &[KnowledgePassage], lang: Lang) -> Decision {
+/// Without a model: answer with a sentence or two of the best passage when the match is strong
+/// enough; otherwise say so and offer a person, or hand off, as the tenant chose. Never invents
+/// anything.
+fn offline_answer(passages: &[KnowledgePassage], lang: Lang, policy: NoAnswerPolicy) -> Decision {
     match passages.first() {
-        Some(best) if best.confident => Decision::Reply {
-            text: truncate_for_whatsapp(&best.text),
-            sources: vec![best.to_source()],
-        },
-        _ => Decision::HandOff {
-            reason: HandoffReason::NoGroundedAnswer,
-            notice: language::handoff_notice(lang).into(),
+        Some(best) if best.confident => {
+            let answer = if best.excerpt.trim().is_empty() {
+                &best.text
+            } else {
+                &best.excerpt
+            };
+            Decision::Reply {
+                text: truncate_for_whatsapp(answer),
+                sources: vec![best.to_source()],
+            }
+        }
+        _ => match policy {
+            NoAnswerPolicy::HandOff => Decision::HandOff {
+                reason: HandoffReason::NoGroundedAnswer,
+                notice: language::handoff_notice(lang).into(),
+            },
+            NoAnswerPolicy::OfferHuman => Decision::Reply {
+                text: language::dont_know_offer_human(lang).into(),
+                sources: Vec::new(),
+            },
         },
     }
 }
@@ -515,13 +540,51 @@ mod tests {
 
     #[test]
     fn offline_without_knowledge_hands_off_in_the_customers_language() {
-        match offline_answer(&[], Lang::Indonesian) {
+        match offline_answer(&[], Lang::Indonesian, NoAnswerPolicy::HandOff) {
             Decision::HandOff { reason, notice } => {
                 assert_eq!(reason, HandoffReason::NoGroundedAnswer);
                 assert!(notice.contains("tim kami"));
             }
             other => panic!("unexpected {other:?}"),
         }
+        match offline_answer(&[], Lang::English, NoAnswerPolicy::OfferHuman) {
+            Decision::Reply { text, sources } => {
+                assert!(text.contains("don't know"), "{text}");
+                assert!(sources.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn offline_answers_briefly_from_a_confident_passage_only() {
+        let passage = KnowledgePassage {
+            document: "menu.md".into(),
+            chunk: "d#0".into(),
+            text: "A long chunk. With many sentences. Latte costs 35000.".into(),
+            excerpt: "Latte costs 35000.".into(),
+            score: 0.9,
+            confident: true,
+        };
+        match offline_answer(
+            std::slice::from_ref(&passage),
+            Lang::English,
+            NoAnswerPolicy::HandOff,
+        ) {
+            Decision::Reply { text, sources } => {
+                assert_eq!(text, "Latte costs 35000.");
+                assert_eq!(sources, vec![passage.to_source()]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let weak = KnowledgePassage {
+            confident: false,
+            ..passage
+        };
+        assert!(matches!(
+            offline_answer(&[weak], Lang::English, NoAnswerPolicy::HandOff),
+            Decision::HandOff { .. }
+        ));
     }
 
     #[test]

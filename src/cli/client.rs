@@ -72,6 +72,37 @@ impl ApiClient {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
+    /// POSTs one file as a multipart/form-data `file` part.
+    pub async fn upload(
+        &self,
+        path: &str,
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Value> {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(filename.to_string()),
+        );
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() && value["documents"].as_array().is_none_or(|d| d.is_empty()) {
+            let message = value["error"]["message"]
+                .as_str()
+                .or_else(|| value["rejected"][0]["reason"].as_str())
+                .unwrap_or("request failed");
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(value)
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::PATCH, path, Some(body)).await
     }

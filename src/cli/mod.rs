@@ -5,6 +5,7 @@
 
 mod billing;
 pub mod client;
+mod kb;
 mod people;
 mod simulate;
 
@@ -50,6 +51,11 @@ pub enum Command {
     /// Manage a tenant's WhatsApp channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Manage knowledge bases and their documents; test retrieval.
+    #[command(subcommand)]
+    Kb(kb::KbCommand),
+    /// Rebuild the search indexes (BM25 and vectors) of every tenant from the database.
+    Reindex,
     /// Plans and their prices and limits (operator).
     #[command(subcommand)]
     Plan(billing::PlanCommand),
@@ -224,6 +230,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => client::tenant(config, cmd).await,
         Command::Outlet(cmd) => client::outlet(config, cmd).await,
         Command::Channel(cmd) => client::channel(config, cmd).await,
+        Command::Kb(cmd) => kb::run(config, cmd).await,
+        Command::Reindex => kb::reindex(config).await,
         Command::Plan(cmd) => billing::plan(config, cmd).await,
         Command::Billing(cmd) => billing::billing(config, cmd).await,
         Command::Operator(cmd) => people::operator(config, cmd).await,

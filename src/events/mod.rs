@@ -117,15 +117,22 @@ impl Record for Envelope {
 pub enum Consumer {
     Conversations,
     Sender,
+    /// The knowledge service ingesting its own uploads.
+    Knowledge,
 }
 
 impl Consumer {
-    pub const ALL: &'static [Consumer] = &[Consumer::Conversations, Consumer::Sender];
+    pub const ALL: &'static [Consumer] = &[
+        Consumer::Conversations,
+        Consumer::Sender,
+        Consumer::Knowledge,
+    ];
 
     fn tag(&self) -> u8 {
         match self {
             Consumer::Conversations => 1,
             Consumer::Sender => 2,
+            Consumer::Knowledge => 3,
         }
     }
 
@@ -134,6 +141,7 @@ impl Consumer {
         match self {
             Consumer::Conversations => matches!(topic, Topic::WhatsappIncoming),
             Consumer::Sender => matches!(topic, Topic::WhatsappOutgoing),
+            Consumer::Knowledge => matches!(topic, Topic::KnowledgeDocumentUploaded),
         }
     }
 
@@ -141,6 +149,7 @@ impl Consumer {
         match self {
             Consumer::Conversations => "conversations",
             Consumer::Sender => "whatsapp_sender",
+            Consumer::Knowledge => "knowledge",
         }
     }
 }

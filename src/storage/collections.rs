@@ -12,6 +12,16 @@ pub const MESSAGES: u8 = 7;
 pub const MESSAGE_BY_WAMID: u8 = 8;
 pub const INBOUND_RECEIVED: u8 = 9;
 pub const PENDING_TURNS: u8 = 10;
+// knowledge: 20-29
+pub const KNOWLEDGE_BASES: u8 = 20;
+pub const DOCUMENTS: u8 = 21;
+pub const CHUNKS: u8 = 22;
+pub const CHUNK_VECTORS: u8 = 23;
+pub const CHUNK_BY_HASH: u8 = 24;
+pub const DOCUMENT_CHUNKS: u8 = 25;
+pub const DOCUMENT_BY_HASH: u8 = 26;
+pub const KNOWLEDGE_SETTINGS: u8 = 27;
+pub const KNOWLEDGE_COUNTERS: u8 = 28;
 // billing: 35-39 (30-34 belong to people/auth)
 pub const BILLING_SUBSCRIPTION: u8 = 35;
 pub const BILLING_PERIOD_USAGE: u8 = 36;
@@ -40,6 +50,15 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     MESSAGE_BY_WAMID,
     INBOUND_RECEIVED,
     PENDING_TURNS,
+    KNOWLEDGE_BASES,
+    DOCUMENTS,
+    CHUNKS,
+    CHUNK_VECTORS,
+    CHUNK_BY_HASH,
+    DOCUMENT_CHUNKS,
+    DOCUMENT_BY_HASH,
+    KNOWLEDGE_SETTINGS,
+    KNOWLEDGE_COUNTERS,
     BILLING_SUBSCRIPTION,
     BILLING_PERIOD_USAGE,
     BILLING_QUOTA_WARNINGS,

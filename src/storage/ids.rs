@@ -62,6 +62,8 @@ id_type!(ChannelId);
 id_type!(ContactId);
 id_type!(ConversationId);
 id_type!(MessageId);
+id_type!(KnowledgeBaseId);
+id_type!(DocumentId);
 id_type!(
     /// A person of a tenant (admin, agent or viewer).
     UserId

@@ -356,6 +356,7 @@ fn writer_loop(
             "group commit"
         );
     }
+    drop(db);
     tracing::debug!("writer thread stopped");
 }
 

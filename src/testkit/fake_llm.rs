@@ -3,6 +3,7 @@
 //! first), answers from a queue of scripted replies or a default responder, and can imitate the
 //! provider's failure modes: error statuses, rate limits, hangs, overload and being down.
 
+mod embeddings;
 mod validate;
 
 use std::collections::VecDeque;
@@ -118,6 +119,7 @@ struct Settings {
 struct Shared {
     settings: Mutex<Settings>,
     count: AtomicUsize,
+    embedding_requests: AtomicUsize,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
@@ -171,11 +173,13 @@ impl FakeLlm {
                 requests: Vec::new(),
             }),
             count: AtomicUsize::new(0),
+            embedding_requests: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             shutdown,
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/embeddings", post(embeddings::handle))
             .fallback(not_found)
             .with_state(shared.clone());
         let signal = {
@@ -249,6 +253,11 @@ impl FakeLlm {
 
     pub fn request_count(&self) -> usize {
         self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `/v1/embeddings` (not in [`FakeLlm::requests`], which holds chat requests).
+    pub fn embedding_request_count(&self) -> usize {
+        self.shared.embedding_requests.load(Ordering::SeqCst)
     }
 
     pub fn clear_requests(&self) {

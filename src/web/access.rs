@@ -47,6 +47,10 @@ pub enum Access {
     /// The operator, or an admin of the path's tenant signed in as a person: managing people and
     /// keys is not for API keys (a leaked key must not mint more keys or admins).
     TenantPeople,
+    /// A dashboard page or form. The gate resolves nothing: the page's `Viewer` extractor signs
+    /// the person in from the dashboard session cookie (none: a redirect to the sign-in form), and
+    /// the handler checks role, outlets and, on POST, the form's CSRF token.
+    Page,
 }
 
 /// One row of the route table.
@@ -238,6 +242,9 @@ fn decide(
     parts: &axum::http::request::Parts,
     tenant_param: Option<&str>,
 ) -> Result<Decision, ApiError> {
+    if access == Access::Page {
+        return Ok((None, None, None));
+    }
     if access == Access::Public {
         let resolved = auth::resolve(state, &parts.method, &parts.headers)
             .ok()
@@ -251,7 +258,9 @@ fn decide(
     let (principal, token) = auth::resolve(state, &parts.method, &parts.headers)?
         .ok_or_else(|| ApiError::unauthorized("credentials required"))?;
     let (min, people_only) = match access {
-        Access::Public | Access::SignedIn => return Ok((Some(principal), token, None)),
+        Access::Public | Access::Page | Access::SignedIn => {
+            return Ok((Some(principal), token, None))
+        }
         Access::Operator => {
             if !principal.is_operator() {
                 return Err(auth::forbidden("only the operator may do this"));

@@ -34,6 +34,7 @@ pub struct AppInner {
     pub live: LiveBus,
     pub sender: SenderHandle,
     pub operator_token: String,
+    pub knowledge: Arc<crate::knowledge::KnowledgeService>,
     /// Identity: settings, clock, sign-in limiter, OIDC verifier, password hasher.
     pub people: Arc<crate::people::PeopleState>,
     /// Services holding tenant data outside redb's tenant rows, told when a tenant is deleted.
@@ -55,7 +56,7 @@ const API_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Every route of the appliance with its access rule (the table the gate enforces and the
 /// authorization matrix test walks).
-pub fn api(_state: &AppState) -> Api {
+pub fn api(state: &AppState) -> Api {
     Api::new()
         .get("/healthz", Access::Public, healthz)
         .merge(crate::ops::routes::api())
@@ -64,12 +65,14 @@ pub fn api(_state: &AppState) -> Api {
         .merge(crate::conversations::routes::api())
         .merge(crate::people::routes::api())
         .merge(crate::billing::routes::api())
+        // Uploads carry their own, larger body limit (knowledge.max_document_bytes).
+        .merge(crate::knowledge::routes::api(&state.config.knowledge))
+        .merge(dashboard::api())
 }
 
 pub fn router(state: AppState) -> Router {
     let (router, _) = api(&state).into_router(&state);
     router
-        .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         // Outermost first: who is calling, then the webhook guard (limits, disk, shedding).
         .layer(axum::middleware::from_fn_with_state(

@@ -102,6 +102,8 @@ pub fn test_config(
     Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        // test.sh fetches the model into the checkout's models/ before `cargo test`.
+        models_dir: std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")),
         graph: GraphSettings {
             base_url: graph_url.to_string(),
             timeout_ms: 2_000,
@@ -169,11 +171,14 @@ impl TestApp {
             )));
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = launch(config, listener, async {
+        let running = match launch(config, listener, async {
             let _ = stopped.await;
         })
         .await
-        .unwrap();
+        {
+            Ok(r) => r,
+            Err(e) => panic!("launch failed: {e}"),
+        };
         let url = running.url();
         let token = running.state.operator_token.clone();
         Self {
@@ -293,6 +298,93 @@ impl TestApp {
         let id = self.create_tenant(slug).await;
         self.add_cloud_channel(slug, phone_number_id).await;
         id
+    }
+
+    pub fn knowledge(&self) -> &std::sync::Arc<wacrm::knowledge::KnowledgeService> {
+        &self.running.as_ref().unwrap().state.knowledge
+    }
+
+    /// Creates a knowledge base (tenant-wide unless outlets are given); returns its id.
+    pub async fn create_kb(&self, tenant: &str, name: &str, outlets: &[String]) -> String {
+        let v = self
+            .post(
+                &format!("/api/v1/tenants/{tenant}/knowledge-bases"),
+                json!({"name": name, "outlets": outlets}),
+            )
+            .await;
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Uploads files as multipart parts; returns (status, body).
+    pub async fn upload(&self, tenant: &str, kb: &str, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new();
+        for (name, bytes) in files {
+            form = form.part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
+            );
+        }
+        let resp = self
+            .http
+            .post(format!(
+                "{}/api/v1/tenants/{tenant}/knowledge-bases/{kb}/documents",
+                self.url
+            ))
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Uploads files and waits until each is ready or failed; returns the documents, in order.
+    pub async fn upload_and_wait(
+        &self,
+        tenant: &str,
+        kb: &str,
+        files: &[(&str, Vec<u8>)],
+    ) -> Vec<Value> {
+        let (status, v) = self.upload(tenant, kb, files).await;
+        assert!(status < 300, "upload: {status} {v}");
+        let ids: Vec<String> = v["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect();
+        self.wait_documents(tenant, &ids).await
+    }
+
+    /// Waits (bounded) until every document is ready or failed.
+    pub async fn wait_documents(&self, tenant: &str, ids: &[String]) -> Vec<Value> {
+        let mut changes = self.knowledge().changes();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut docs = Vec::new();
+            for id in ids {
+                docs.push(
+                    self.get(&format!("/api/v1/tenants/{tenant}/documents/{id}"))
+                        .await,
+                );
+            }
+            if docs
+                .iter()
+                .all(|d| d["status"] == "ready" || d["status"] == "failed")
+            {
+                return docs;
+            }
+            let now = tokio::time::Instant::now();
+            assert!(now < deadline, "documents not settled: {docs:?}");
+            let _ = tokio::time::timeout(Duration::from_millis(200), changes.changed()).await;
+        }
+    }
+
+    /// The search tester.
+    pub async fn search(&self, tenant: &str, body: Value) -> Value {
+        self.post(&format!("/api/v1/tenants/{tenant}/knowledge/search"), body)
+            .await
     }
 
     /// POSTs a webhook body with the given signature header (None: no header).

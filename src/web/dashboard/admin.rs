@@ -5,8 +5,7 @@
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Form, Router};
+use axum::Form;
 use serde::Deserialize;
 
 use super::pages::{enc, html, Nav};
@@ -16,18 +15,23 @@ use super::DashError;
 use crate::conversations::{self, MessageBody};
 use crate::storage::{ChannelId, OutletId};
 use crate::tenants::{self, ChannelKind, NewChannel, NewChannelKind};
-use crate::web::AppState;
+use crate::web::{Access, Api, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/dash/admin/outlets", get(outlets).post(outlet_add))
-        .route("/dash/admin/channels", get(channels).post(channel_add))
-        .route("/dash/admin/simulator", get(simulator).post(simulator_send))
-        .route("/dash/admin/knowledge", get(knowledge))
-        .route("/dash/admin/users", get(users))
-        .route("/dash/admin/plan", get(super::plan::plan))
-        .route("/dash/admin/audit", get(audit))
-        .route("/dash/operator", get(super::plan::operator))
+/// The admin and operator pages. Each checks its viewer's role itself (`Viewer::require_*`).
+pub fn api() -> Api {
+    use Access::Page;
+    Api::new()
+        .get("/dash/admin/outlets", Page, outlets)
+        .post("/dash/admin/outlets", Page, outlet_add)
+        .get("/dash/admin/channels", Page, channels)
+        .post("/dash/admin/channels", Page, channel_add)
+        .get("/dash/admin/simulator", Page, simulator)
+        .post("/dash/admin/simulator", Page, simulator_send)
+        .get("/dash/admin/knowledge", Page, knowledge)
+        .get("/dash/admin/users", Page, users)
+        .get("/dash/admin/plan", Page, super::plan::plan)
+        .get("/dash/admin/audit", Page, audit)
+        .get("/dash/operator", Page, super::plan::operator)
 }
 
 pub struct OutletRow {

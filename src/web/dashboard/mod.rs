@@ -15,12 +15,10 @@ use std::sync::Arc;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
 
 use crate::conversations::LiveBus;
 use crate::storage::Store;
-use crate::web::AppState;
+use crate::web::{Access, Api};
 
 pub use error::DashError;
 pub use session::{Role, Viewer};
@@ -61,30 +59,34 @@ impl DashboardState {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { axum::response::Redirect::to("/dash/inbox") }),
-        )
-        .route(
-            "/dash",
-            get(|| async { axum::response::Redirect::to("/dash/inbox") }),
-        )
-        .route("/dash/signin", get(pages::signin_form).post(pages::signin))
-        .route("/dash/signin/password", post(pages::signin_password))
-        .route("/dash/signout", post(pages::signout))
-        .route("/dash/inbox", get(pages::inbox))
-        .route("/dash/inbox/list", get(pages::inbox_list))
-        .route("/dash/c/{id}", get(pages::conversation))
-        .route("/dash/c/{id}/{action}", post(pages::act))
-        .route("/dash/canned", get(pages::canned).post(pages::canned_save))
-        .route("/dash/canned/delete", post(pages::canned_delete))
-        .route("/dash/live", get(live::socket))
-        .merge(admin::router())
-        .route("/static/app.css", get(css))
-        .route("/static/live.js", get(js))
-        .layer(axum::middleware::map_response(page_headers))
+/// The dashboard's routes. Pages and forms are `Access::Page`: the `Viewer` extractor signs the
+/// person in from the session cookie (no session: back to the sign-in form) and every handler
+/// checks the role, the outlets and, on POST, the CSRF token.
+pub fn api() -> Api {
+    use Access::{Page, Public};
+    Api::new()
+        .get("/", Public, to_inbox)
+        .get("/dash", Public, to_inbox)
+        .get("/dash/signin", Public, pages::signin_form)
+        .post("/dash/signin", Public, pages::signin)
+        .post("/dash/signin/password", Public, pages::signin_password)
+        .post("/dash/signout", Page, pages::signout)
+        .get("/dash/inbox", Page, pages::inbox)
+        .get("/dash/inbox/list", Page, pages::inbox_list)
+        .get("/dash/c/{id}", Page, pages::conversation)
+        .post("/dash/c/{id}/{action}", Page, pages::act)
+        .get("/dash/canned", Page, pages::canned)
+        .post("/dash/canned", Page, pages::canned_save)
+        .post("/dash/canned/delete", Page, pages::canned_delete)
+        .get("/dash/live", Page, live::socket)
+        .merge(admin::api())
+        .get("/static/app.css", Public, css)
+        .get("/static/live.js", Public, js)
+        .map_router(|r| r.layer(axum::middleware::map_response(page_headers)))
+}
+
+async fn to_inbox() -> axum::response::Redirect {
+    axum::response::Redirect::to("/dash/inbox")
 }
 
 /// Dashboard pages are never framed (clickjacking), never sniffed, and name no URL to others.
