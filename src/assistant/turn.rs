@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::language::{self, Lang};
 use super::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, ToolDef};
 use super::{intent, Assistant, KnowledgePassage};
-use crate::conversations::actions::{clear_pending_turn, hand_off, queue_outbound};
+use crate::conversations::actions::{clear_pending_turn, hand_off_with, queue_outbound};
+use crate::conversations::routing::{self, Routed};
 use crate::conversations::turns::{ScheduledTurn, TurnFuture, TurnResult, TurnRunner};
 use crate::conversations::{
     Author, Conversation, ConversationState, HandoffReason, LiveUpdate, Message, MessageBody,
@@ -73,6 +74,18 @@ struct TurnInput {
     /// The customer's messages since the last reply, joined.
     question: String,
     last_customer_wamid: Option<String>,
+    /// The customer says the last answer did not help, or asks again what was answered.
+    unhelpful: bool,
+    /// Unhelpful turns the tenant tolerates before handing off.
+    unhelpful_limit: u32,
+}
+
+/// What the commit needs to know about the turn besides its decision.
+#[derive(Debug, Clone)]
+struct TurnFacts {
+    lang: Lang,
+    question: String,
+    unhelpful: bool,
 }
 
 impl Assistant {
@@ -89,7 +102,12 @@ impl Assistant {
             self.mark_read_and_typing(turn.tenant, &input.conversation, wamid.clone());
         }
         let decision = self.decide(&input).await;
-        self.commit(turn, decision).await
+        let facts = TurnFacts {
+            lang: language::detect(&input.question),
+            question: input.question.clone(),
+            unhelpful: input.unhelpful,
+        };
+        self.commit(turn, decision, facts).await
     }
 
     /// Reads what the turn needs; None when the turn is stale or already done.
@@ -122,26 +140,35 @@ impl Assistant {
                 .collect();
             history.reverse();
             let mut pending_questions = Vec::new();
+            let mut answered = Vec::new();
             let mut last_customer_wamid = None;
+            let mut replied = false;
             for m in history.iter().rev() {
                 match m.author {
+                    Author::Customer if replied => answered.push(m.body.preview_text()),
                     Author::Customer => {
                         if last_customer_wamid.is_none() {
                             last_customer_wamid = m.wamid.clone();
                         }
                         pending_questions.push(m.body.preview_text());
                     }
-                    Author::Assistant | Author::Agent => break,
+                    Author::Assistant | Author::Agent => replied = true,
                     Author::System => {}
                 }
             }
             pending_questions.reverse();
+            let question = pending_questions.join("\n");
+            let unhelpful =
+                intent::says_unhelpful(&question) || intent::is_repeat(&question, &answered);
+            let unhelpful_limit = routing::settings_in(&t)?.unhelpful_turn_limit;
             Ok(Some(TurnInput {
                 tenant,
                 conversation,
                 history,
-                question: pending_questions.join("\n"),
+                question,
                 last_customer_wamid,
+                unhelpful,
+                unhelpful_limit,
             }))
         })
     }
@@ -156,6 +183,20 @@ impl Assistant {
         if intent::wants_human(&input.question) {
             return Decision::HandOff {
                 reason: HandoffReason::CustomerAsked,
+                notice: language::handoff_notice(lang).into(),
+            };
+        }
+        if let Some(keyword) = intent::complaint_keyword(&input.question) {
+            return Decision::HandOff {
+                reason: HandoffReason::Complaint {
+                    keyword: keyword.to_string(),
+                },
+                notice: language::handoff_notice(lang).into(),
+            };
+        }
+        if input.unhelpful && input.conversation.unhelpful_turns + 1 >= input.unhelpful_limit {
+            return Decision::HandOff {
+                reason: HandoffReason::RepeatedUnhelpful,
                 notice: language::handoff_notice(lang).into(),
             };
         }
@@ -256,7 +297,12 @@ impl Assistant {
         }
     }
 
-    async fn commit(&self, turn: ScheduledTurn, decision: Decision) -> Result<(), StoreError> {
+    async fn commit(
+        &self,
+        turn: ScheduledTurn,
+        decision: Decision,
+        facts: TurnFacts,
+    ) -> Result<(), StoreError> {
         let tenant = turn.tenant;
         let changed = self
             .store
@@ -282,6 +328,9 @@ impl Assistant {
                 match &decision {
                     Decision::Silent => {}
                     Decision::Reply { text, sources } => {
+                        if facts.unhelpful {
+                            c.unhelpful_turns += 1;
+                        }
                         queue_outbound(
                             ctx,
                             tenant,
@@ -295,18 +344,29 @@ impl Assistant {
                         )?;
                     }
                     Decision::HandOff { reason, notice } => {
+                        let routed = hand_off_with(
+                            ctx,
+                            tenant,
+                            &mut c,
+                            reason.clone(),
+                            Some(facts.question.clone()),
+                        )?;
+                        // Nobody to take it now: outside business hours, say when.
+                        let away = match routed {
+                            Routed::Queued => routing::away_notice(ctx, tenant, &c, facts.lang)?,
+                            Routed::Assigned { .. } => None,
+                        };
                         queue_outbound(
                             ctx,
                             tenant,
                             &mut c,
                             Author::Assistant,
                             OutboundContent::Text {
-                                body: notice.clone(),
+                                body: away.unwrap_or_else(|| notice.clone()),
                                 preview_url: false,
                             },
                             Vec::new(),
                         )?;
-                        hand_off(ctx, tenant, &mut c, reason.clone())?;
                     }
                 }
                 ctx.tenant(tenant)

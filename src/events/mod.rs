@@ -10,9 +10,11 @@ mod dispatch;
 
 use serde::{Deserialize, Serialize};
 
+use crate::conversations::HandoffReason;
 use crate::storage::collections as tags;
 use crate::storage::{
-    ChannelId, ConversationId, GlobalCollection, MessageId, Record, StoreError, TenantId, WriteCtx,
+    ChannelId, ConversationId, GlobalCollection, MessageId, OutletId, Record, StoreError, TenantId,
+    WriteCtx,
 };
 use crate::whatsapp::payload::{InboundMessage, StatusUpdate};
 
@@ -30,6 +32,9 @@ pub enum Topic {
     BillingQuotaWarning,
     #[serde(rename = "conversation.completed")]
     ConversationCompleted,
+    /// A conversation opened or went to a person (analytics; later the audit trail).
+    #[serde(rename = "conversation.updated")]
+    ConversationUpdated,
 }
 
 impl Topic {
@@ -40,6 +45,7 @@ impl Topic {
             Topic::KnowledgeDocumentUploaded => "knowledge.document.uploaded",
             Topic::BillingQuotaWarning => "billing.quota.warning",
             Topic::ConversationCompleted => "conversation.completed",
+            Topic::ConversationUpdated => "conversation.updated",
         }
     }
 }
@@ -74,6 +80,24 @@ pub enum EventPayload {
     ConversationCompleted {
         conversation: ConversationId,
     },
+    /// A customer's first message opened a conversation (`opened_at_ms` as stored on it).
+    ConversationOpened {
+        conversation: ConversationId,
+        channel: ChannelId,
+        outlet: Option<OutletId>,
+        opened_at_ms: i64,
+    },
+    /// The conversation went to a person. `at_ms` is the time of the handoff note; `question` is
+    /// what the customer asked in the turn that handed off (the unanswered question when the
+    /// reason is `no_grounded_answer`); `agent` is who it was routed to (None: queued).
+    ConversationHandedOff {
+        conversation: ConversationId,
+        outlet: Option<OutletId>,
+        reason: HandoffReason,
+        at_ms: i64,
+        question: Option<String>,
+        agent: Option<String>,
+    },
 }
 
 impl EventPayload {
@@ -86,6 +110,8 @@ impl EventPayload {
             EventPayload::DocumentUploaded { .. } => Topic::KnowledgeDocumentUploaded,
             EventPayload::QuotaWarning { .. } => Topic::BillingQuotaWarning,
             EventPayload::ConversationCompleted { .. } => Topic::ConversationCompleted,
+            EventPayload::ConversationOpened { .. }
+            | EventPayload::ConversationHandedOff { .. } => Topic::ConversationUpdated,
         }
     }
 }
@@ -117,15 +143,22 @@ impl Record for Envelope {
 pub enum Consumer {
     Conversations,
     Sender,
+    /// Keeps the analytics aggregates (tag 4: 3 is taken by the knowledge consumer).
+    Analytics,
 }
 
 impl Consumer {
-    pub const ALL: &'static [Consumer] = &[Consumer::Conversations, Consumer::Sender];
+    pub const ALL: &'static [Consumer] = &[
+        Consumer::Conversations,
+        Consumer::Sender,
+        Consumer::Analytics,
+    ];
 
     fn tag(&self) -> u8 {
         match self {
             Consumer::Conversations => 1,
             Consumer::Sender => 2,
+            Consumer::Analytics => 4,
         }
     }
 
@@ -134,6 +167,13 @@ impl Consumer {
         match self {
             Consumer::Conversations => matches!(topic, Topic::WhatsappIncoming),
             Consumer::Sender => matches!(topic, Topic::WhatsappOutgoing),
+            Consumer::Analytics => matches!(
+                topic,
+                Topic::WhatsappIncoming
+                    | Topic::WhatsappOutgoing
+                    | Topic::ConversationCompleted
+                    | Topic::ConversationUpdated
+            ),
         }
     }
 
@@ -141,6 +181,7 @@ impl Consumer {
         match self {
             Consumer::Conversations => "conversations",
             Consumer::Sender => "whatsapp_sender",
+            Consumer::Analytics => "analytics",
         }
     }
 }
@@ -208,6 +249,19 @@ pub fn ack(ctx: &mut WriteCtx<'_>, consumer: Consumer, seq: u64) -> Result<(), S
     ctx.operator()
         .delete(&EVENT_QUEUE, &queue_key(consumer, seq))?;
     Ok(())
+}
+
+/// Acks a delivery in the caller's write if it is still queued, and says whether it was. A
+/// consumer whose effect is not naturally idempotent (adding to counters) applies the effect only
+/// when this returns true: the queue row is then its per-event marker, and a redelivered event
+/// (already acked in an earlier commit) changes nothing.
+pub fn ack_if_queued(
+    ctx: &mut WriteCtx<'_>,
+    consumer: Consumer,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    ctx.operator()
+        .delete(&EVENT_QUEUE, &queue_key(consumer, seq))
 }
 
 /// Queue depth per consumer (metrics, readiness, tests).

@@ -12,6 +12,17 @@ pub const MESSAGES: u8 = 7;
 pub const MESSAGE_BY_WAMID: u8 = 8;
 pub const INBOUND_RECEIVED: u8 = 9;
 pub const PENDING_TURNS: u8 = 10;
+// Analytics (40-44): aggregates kept by the analytics consumer.
+pub const ANALYTICS_DAYS: u8 = 40;
+pub const ANALYTICS_CONVERSATIONS: u8 = 41;
+pub const ANALYTICS_UNANSWERED: u8 = 42;
+// Handoff routing (45-49, from the analytics range: one owner for both): agents, their load,
+// the outlets' queues, business hours, settings.
+pub const ROUTING_AGENTS: u8 = 45;
+pub const ROUTING_LOAD: u8 = 46;
+pub const ROUTING_QUEUE: u8 = 47;
+pub const ROUTING_HOURS: u8 = 48;
+pub const ROUTING_SETTINGS: u8 = 49;
 
 pub const ALL_TENANT_TAGS: &[u8] = &[
     TENANT_SETTINGS,
@@ -24,6 +35,14 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     MESSAGE_BY_WAMID,
     INBOUND_RECEIVED,
     PENDING_TURNS,
+    ANALYTICS_DAYS,
+    ANALYTICS_CONVERSATIONS,
+    ANALYTICS_UNANSWERED,
+    ROUTING_AGENTS,
+    ROUTING_LOAD,
+    ROUTING_QUEUE,
+    ROUTING_HOURS,
+    ROUTING_SETTINGS,
 ];
 
 // Global collections (operator path; keys: tag | suffix).
