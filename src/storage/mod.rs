@@ -333,11 +333,13 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        let published = commit_batch(&db, batch, &mut next_seq);
+        // Counted before the jobs are answered: a caller that saw its write done must also see
+        // it in the statistics.
         if let Ok(mut s) = stats.lock() {
             s.commits += 1;
             s.jobs += size as u64;
         }
+        let published = commit_batch(&db, batch, &mut next_seq);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
