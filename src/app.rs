@@ -202,6 +202,7 @@ pub async fn launch(
             live.clone(),
         ),
         Arc::new(sender.clone()),
+        crate::analytics::handler(store.clone()),
     ];
     for handler in handlers {
         let rx = receivers

@@ -162,14 +162,14 @@ const COMPLAINT_WORDS: &[&str] = &[
     "somasi",
 ];
 
-/// Phrases of complaint whose words alone are ordinary.
+/// Phrases of complaint whose words alone are ordinary. A refund request alone is not here: the
+/// model decides those (with its handoff tool), as the prompt tells it.
 const COMPLAINT_PHRASES: &[&str] = &[
     "bad service",
     "poor service",
     "very bad",
     "so bad",
     "rip off",
-    "money back",
     "not acceptable",
     "waste of time",
     "report you",
@@ -181,10 +181,6 @@ const COMPLAINT_PHRASES: &[&str] = &[
     "gak becus",
     "nggak becus",
     "ga becus",
-    "uang kembali",
-    "uang saya kembali",
-    "kembalikan uang",
-    "balikin uang",
     "buang waktu",
     "mau lapor",
     "saya laporkan",
@@ -374,7 +370,6 @@ mod tests {
             ("I want to file a complaint", "complaint"),
             ("I'm really angry, my order never came", "angry"),
             ("bad service, very disappointed", "bad service"),
-            ("I want my money back", "money back"),
             ("saya mau komplain", "komplain"),
             ("kecewa banget sama pesanan saya", "kecewa"),
             ("pelayanan buruk sekali", "pelayanan buruk"),
@@ -395,6 +390,7 @@ mod tests {
             "is the terrace open?",
             "berapa harga es kopi susu?",
             "Thanks, that was helpful!",
+            "My latte was cold, I want my money back",
         ] {
             assert_eq!(complaint_keyword(text), None, "{text}");
         }

@@ -144,8 +144,11 @@ async fn hand_back(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, id) = ids(&state, &tenant, &id)?;
-    let c = actions::hand_back(&state.store, tenant, id).await?;
+    let (c, routed) = actions::hand_back_routed(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
+    for other in routed {
+        state.live.publish(LiveUpdate::assignment(tenant, other));
+    }
     Ok(Json(c))
 }
 
@@ -155,7 +158,10 @@ async fn close(
     Path((tenant, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, id) = ids(&state, &tenant, &id)?;
-    let c = actions::close(&state.store, tenant, id).await?;
+    let (c, routed) = actions::close_routed(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
+    for other in routed {
+        state.live.publish(LiveUpdate::assignment(tenant, other));
+    }
     Ok(Json(c))
 }

@@ -51,6 +51,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::whatsapp::routes::router())
         .merge(crate::tenants::routes::router())
         .merge(crate::conversations::routes::router())
+        .merge(crate::conversations::routing::routes::router())
+        .merge(crate::analytics::routes::router())
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(state)
 }
