@@ -45,3 +45,6 @@ impl AnalyticsError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
