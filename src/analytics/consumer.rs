@@ -276,7 +276,8 @@ impl Folder<'_, '_, '_> {
         }
         tracked.closed = true;
         let took = closed_at - tracked.opened_at_ms;
-        let by_human = tracked.handed_off_at_ms.is_some();
+        // A person stepped in (handoff, or an agent replying unasked): not the assistant's.
+        let by_human = tracked.handed_off_at_ms.is_some() || tracked.agent_replied;
         let cohort = tracked.day.clone();
         self.update_day(&cohort, tracked.outlet, |d| {
             d.closed += 1;

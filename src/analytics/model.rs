@@ -48,17 +48,17 @@ pub struct DayStats {
     /// Reason code of each conversation's first handoff → conversations.
     pub handoff_reasons: BTreeMap<String, u64>,
     pub closed: u64,
-    /// Closed without ever being handed to a person.
+    /// Closed without a person ever stepping in (no handoff, no agent reply).
     pub resolved_by_assistant: u64,
-    /// Closed after a handoff.
+    /// Closed after a handoff or an agent's reply.
     pub resolved_by_human: u64,
     /// Opening → the first reply, for conversations whose first reply was the assistant's.
     pub first_response_assistant: Durations,
     /// First handoff (or opening, if an agent stepped in unasked) → the first agent reply.
     pub first_response_human: Durations,
-    /// Opening → closing, closed without a handoff.
+    /// Opening → closing, resolved by the assistant.
     pub resolution_assistant: Durations,
-    /// Opening → closing, closed after a handoff.
+    /// Opening → closing, resolved by a person.
     pub resolution_human: Durations,
     pub customer_messages: u64,
     pub assistant_messages: u64,

@@ -115,9 +115,9 @@ pub struct Totals {
     pub handed_off: u64,
     /// Of those, closed.
     pub closed: u64,
-    /// Closed without a handoff.
+    /// Closed without a person stepping in (no handoff, no agent reply).
     pub resolved_by_assistant: u64,
-    /// Closed after a handoff.
+    /// Closed after a handoff or an agent's reply.
     pub resolved_by_human: u64,
     /// resolved_by_assistant / closed (None with nothing closed).
     pub assistant_resolution_share: Option<f64>,
