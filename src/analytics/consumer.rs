@@ -1,7 +1,7 @@
 //! The analytics consumer: folds each event into the aggregates in the same commit that acks it,
 //! and only if the event was still queued, so a redelivered event (at-least-once) never counts
-//! twice. Events of one tenant are handled in order (one lane per tenant): a conversation's
-//! opening is always folded in before its replies, handoffs and closing.
+//! twice. A conversation's events are handled in order (one lane per conversation): its opening
+//! is folded in before its replies, handoffs and closing.
 
 use std::sync::Arc;
 
@@ -35,8 +35,23 @@ impl Handler for AnalyticsHandler {
         Consumer::Analytics
     }
 
+    /// One lane per conversation, so its opening, replies, handoffs and closing fold in in
+    /// order; customer messages (plain counters, order-free) by sender. Lanes of one tenant may
+    /// touch the same day row concurrently: each fold reads and writes it inside its own write
+    /// job, and the single writer runs jobs one after another, so no update is lost.
     fn lane(&self, envelope: &Envelope) -> LaneKey {
-        envelope.tenant.to_string()
+        match &envelope.payload {
+            EventPayload::OutgoingMessage { conversation, .. }
+            | EventPayload::ConversationOpened { conversation, .. }
+            | EventPayload::ConversationHandedOff { conversation, .. }
+            | EventPayload::ConversationCompleted { conversation } => {
+                format!("{}:{conversation}", envelope.tenant)
+            }
+            EventPayload::InboundMessage {
+                channel, message, ..
+            } => format!("{}:{channel}:{}", envelope.tenant, message.from),
+            _ => envelope.tenant.to_string(),
+        }
     }
 
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> HandlerFuture<'a> {
@@ -59,11 +74,11 @@ pub fn apply(ctx: &mut WriteCtx<'_>, envelope: &Envelope) -> Result<bool, StoreE
         return Ok(false);
     }
     let tenant = envelope.tenant;
-    let tz = ctx
-        .operator()
-        .get(&TENANTS, tenant.as_bytes())?
-        .and_then(|t| TimeZone::get(&t.time_zone).ok())
-        .unwrap_or(TimeZone::UTC);
+    let Some(registered) = ctx.operator().get(&TENANTS, tenant.as_bytes())? else {
+        // The tenant was deleted after the event: never write rows under its prefix again.
+        return Ok(false);
+    };
+    let tz = TimeZone::get(&registered.time_zone).unwrap_or(TimeZone::UTC);
     let mut t = ctx.tenant(tenant);
     let mut f = Folder { t: &mut t, tz };
     match &envelope.payload {

@@ -397,6 +397,49 @@ mod tests {
     }
 
     #[test]
+    fn conversations_stored_before_routing_read_as_unassigned() {
+        let c = Conversation {
+            id: ConversationId::new(),
+            channel: ChannelId::new(),
+            outlet: None,
+            contact_wa_id: "6281".into(),
+            contact_name: None,
+            state: ConversationState::PendingHuman,
+            handoff_reason: Some(HandoffReason::CustomerAsked),
+            opened_at_ms: 0,
+            closed_at_ms: None,
+            last_customer_message_ms: 0,
+            last_message_ms: 0,
+            message_count: 1,
+            assigned_agent: Some("ana".into()),
+            unhelpful_turns: 1,
+        };
+        let mut old = serde_json::to_value(&c).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("assigned_agent");
+        fields.remove("unhelpful_turns");
+        let read: Conversation = serde_json::from_value(old).unwrap();
+        assert_eq!(read.assigned_agent, None);
+        assert_eq!(read.unhelpful_turns, 0);
+        assert_eq!(read.handoff_reason, c.handoff_reason);
+    }
+
+    #[test]
+    fn handoff_reason_codes_are_listed() {
+        for reason in [
+            HandoffReason::CustomerAsked,
+            HandoffReason::RepeatedUnhelpful,
+            HandoffReason::QuotaExhausted,
+            HandoffReason::Complaint {
+                keyword: "kecewa".into(),
+            },
+        ] {
+            assert!(HandoffReason::CODES.contains(&reason.code()));
+            assert_ne!(HandoffReason::label(reason.code()), "Other");
+        }
+    }
+
+    #[test]
     fn window_is_24_hours_from_the_customer() {
         let c = Conversation {
             id: ConversationId::new(),
