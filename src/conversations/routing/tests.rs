@@ -3,7 +3,7 @@
 use super::*;
 use crate::conversations::actions;
 use crate::conversations::{HandoffReason, OPEN_CONVERSATION};
-use crate::storage::ChannelId;
+use crate::storage::{ChannelId, Store};
 use crate::tenants::{self, NewTenant};
 
 struct World {
