@@ -7,12 +7,14 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
-echo "==> systemd unit"
+echo "==> systemd units"
 if command -v systemd-analyze >/dev/null 2>&1; then
   tmp=$(mktemp -d)
-  # Verify the unit as installed: the binary path must exist for systemd-analyze.
-  sed "s#/opt/wacrm/wacrm#$(command -v true)#" deploy/wacrm.service > "$tmp/wacrm.service"
-  systemd-analyze verify "$tmp/wacrm.service"
+  # Verify the units as installed: the binary path must exist for systemd-analyze.
+  for unit in deploy/wacrm.service deploy/wacrm-backup.service deploy/wacrm-backup.timer; do
+    sed "s#/opt/wacrm/wacrm#$(command -v true)#" "$unit" > "$tmp/$(basename "$unit")"
+  done
+  for unit in "$tmp"/*; do systemd-analyze verify "$unit"; done
   rm -rf "$tmp"
 fi
 echo "==> cargo test"

@@ -78,7 +78,7 @@ async fn requests_without_the_operator_token_are_401_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_tenant_is_404_not_found() {
+async fn an_unknown_tenant_is_404_tenant_not_found() {
     let mut app = TestApp::start(Options::quiet()).await;
     app.create_tenant("acme").await;
     let random_id = wacrm::storage::TenantId::new();
@@ -107,7 +107,7 @@ async fn an_unknown_tenant_is_404_not_found() {
         let (status, v) = app.api(method.clone(), &path, body).await;
         assert_eq!(
             (status, code(&v)),
-            (404, "not_found"),
+            (404, "tenant_not_found"),
             "{method} {path}: {v}"
         );
     }

@@ -65,12 +65,14 @@ fn days_between(from: Date, to: Date) -> i32 {
 }
 
 /// Which conversations a report covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// The whole tenant.
     All,
     /// One outlet; `None` means conversations of channels without an outlet.
     Outlet(Option<OutletId>),
+    /// Several outlets (everything an outlet-limited person works for).
+    Outlets(Vec<OutletId>),
 }
 
 impl Scope {
@@ -78,6 +80,7 @@ impl Scope {
         match self {
             Scope::All => true,
             Scope::Outlet(o) => key_scope == scope_key(*o).as_slice(),
+            Scope::Outlets(list) => list.iter().any(|o| key_scope == o.as_bytes().as_slice()),
         }
     }
 
@@ -86,6 +89,11 @@ impl Scope {
             Scope::All => "all".into(),
             Scope::Outlet(None) => "none".into(),
             Scope::Outlet(Some(o)) => o.to_string(),
+            Scope::Outlets(list) => list
+                .iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 }

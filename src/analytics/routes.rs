@@ -1,6 +1,8 @@
-//! Analytics API. All take the same query: `from`, `to` (local dates, `YYYY-MM-DD`, inclusive;
-//! default the last 30 days), `outlet` (`all`, `none` for channels without an outlet, or an
-//! outlet id) and, for the report, `top` (unanswered questions listed, default 20).
+//! Analytics API, for viewers and up (access in the route table, `web::access`). All take the
+//! same query: `from`, `to` (local dates, `YYYY-MM-DD`, inclusive; default the last 30 days),
+//! `outlet` (`all`, `none` for channels without an outlet, or an outlet id) and, for the report,
+//! `top` (unanswered questions listed, default 20). An outlet-limited caller's `all` means the
+//! outlets they work for; naming another outlet (or `none`) is refused, as with conversations.
 //!
 //! - `GET /api/v1/tenants/{t}/analytics` — the report as JSON ([`Report`]).
 //! - `GET /api/v1/tenants/{t}/analytics/export/{table}` — one table as CSV: `days`, `hours`,
@@ -14,29 +16,36 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 
 use super::report::{DayRow, DEFAULT_DAYS};
 use super::{csv, report, svg, AnalyticsError, Period, Report, Scope};
+use crate::people::Role;
 use crate::storage::OutletId;
 use crate::tenants::{self, Tenant};
-use crate::web::auth::Operator;
-use crate::web::{ApiError, AppState};
+use crate::web::auth::{forbidden, Principal, TenantCtx};
+use crate::web::{Access, Api, ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tenants/{tenant}/analytics", get(show))
-        .route(
-            "/api/v1/tenants/{tenant}/analytics/export/{table}",
-            get(export),
+pub fn api() -> Api {
+    use Access::Tenant;
+    Api::new()
+        .get(
+            "/api/v1/tenants/{tenant}/analytics",
+            Tenant(Role::Viewer),
+            show,
         )
-        .route(
+        .get(
+            "/api/v1/tenants/{tenant}/analytics/export/{table}",
+            Tenant(Role::Viewer),
+            export,
+        )
+        .get(
             "/api/v1/tenants/{tenant}/analytics/charts/{chart}",
-            get(chart),
+            Tenant(Role::Viewer),
+            chart,
         )
 }
 
@@ -108,9 +117,29 @@ pub fn resolve(
     Ok((period, scope))
 }
 
-fn build(state: &AppState, tenant: &str, q: &ReportQuery) -> Result<Report, ApiError> {
-    let tenant = tenants::find_tenant(&state.store, tenant)?;
-    let (period, scope) = resolve(state, &tenant, q)?;
+/// Narrows a scope to what `principal` may see: an outlet-limited caller's "all" is their own
+/// outlets; another outlet, or the outlet-less channels, are refused.
+pub fn limit_scope(principal: &Principal, scope: Scope) -> Result<Scope, ApiError> {
+    let limited_to = match principal.member() {
+        Some(m) if !m.outlets.is_empty() => &m.outlets,
+        _ => return Ok(scope),
+    };
+    match scope {
+        Scope::All => Ok(Scope::Outlets(limited_to.clone())),
+        Scope::Outlet(o) if principal.covers_outlet(o) => Ok(Scope::Outlet(o)),
+        Scope::Outlets(list) if list.iter().all(|o| limited_to.contains(o)) => {
+            Ok(Scope::Outlets(list))
+        }
+        _ => Err(forbidden(
+            "these analytics cover an outlet you do not work for",
+        )),
+    }
+}
+
+fn build(state: &AppState, ctx: &TenantCtx, q: &ReportQuery) -> Result<Report, ApiError> {
+    let tenant = &ctx.tenant;
+    let (period, scope) = resolve(state, tenant, q)?;
+    let scope = limit_scope(&ctx.principal, scope)?;
     Ok(report(
         &state.store,
         tenant.id,
@@ -122,18 +151,17 @@ fn build(state: &AppState, tenant: &str, q: &ReportQuery) -> Result<Report, ApiE
 }
 
 async fn show(
-    _op: Operator,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ctx: TenantCtx,
     Query(q): Query<ReportQuery>,
 ) -> Result<Json<Report>, ApiError> {
-    Ok(Json(build(&state, &tenant, &q)?))
+    Ok(Json(build(&state, &ctx, &q)?))
 }
 
 async fn export(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, table)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, table)): Path<(String, String)>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let table = table.strip_suffix(".csv").unwrap_or(&table).to_string();
@@ -143,7 +171,7 @@ async fn export(
             csv::TABLES.join(", ")
         )));
     }
-    let report = build(&state, &tenant, &q)?;
+    let report = build(&state, &ctx, &q)?;
     let body = csv::table(&report, &table).unwrap_or_default();
     let filename = format!("analytics-{table}-{}-{}.csv", report.from, report.to);
     Ok((
@@ -184,9 +212,9 @@ fn metric_of(day: &DayRow, metric: &str) -> u64 {
 }
 
 async fn chart(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, chart)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, chart)): Path<(String, String)>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let chart = chart.strip_suffix(".svg").unwrap_or(&chart).to_string();
@@ -199,7 +227,7 @@ async fn chart(
                     format!("metric: must be one of {}", DAILY_METRICS.join(", ")),
                 ));
             }
-            let report = build(&state, &tenant, &q)?;
+            let report = build(&state, &ctx, &q)?;
             let points: Vec<(String, u64)> = report
                 .days
                 .iter()
@@ -208,7 +236,7 @@ async fn chart(
             svg::daily_series(&format!("{} per day", metric.replace('_', " ")), &points)
         }
         "hours" => {
-            let report = build(&state, &tenant, &q)?;
+            let report = build(&state, &ctx, &q)?;
             svg::hour_histogram(
                 &format!("Customer messages by hour ({})", report.time_zone),
                 &report.hours,

@@ -104,11 +104,12 @@ impl ConversationsHandler {
         let filed = self
             .store
             .write(move |ctx| {
-                let active = ctx
-                    .operator()
-                    .get(&TENANTS, tenant.as_bytes())?
-                    .map(|t| t.status == TenantStatus::Active)
-                    .unwrap_or(false);
+                // Checked inside the write: a tenant deleted meanwhile gets no rows back.
+                let Some(tenant_row) = ctx.operator().get(&TENANTS, tenant.as_bytes())? else {
+                    crate::events::ack(ctx, consumer, seq)?;
+                    return Ok(None);
+                };
+                let active = tenant_row.status == TenantStatus::Active;
                 let now = crate::events::now_ms();
                 let filed = file_into_conversation(
                     &mut ctx.tenant(tenant),
@@ -166,15 +167,18 @@ impl ConversationsHandler {
                     }
                 }
                 crate::events::ack(ctx, consumer, seq)?;
-                Ok(Filed {
+                Ok(Some(Filed {
                     conversation: filed.conversation,
                     message: filed.fresh.map(|f| f.message),
                     scheduled,
                     routed,
-                })
+                }))
             })
             .await?;
         delivery.mark_acked();
+        let Some(filed) = filed else {
+            return Ok(());
+        };
         if let Some(turn) = filed.scheduled {
             self.turns.schedule(turn);
         }

@@ -19,11 +19,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::events::Envelope;
 pub use ids::*;
 pub use record::Record;
+use scoped::WriteTables;
 pub use scoped::{
     Collection, GlobalCollection, GlobalWrite, OperatorRead, OperatorWrite, Rows, TenantRead,
     TenantWrite,
 };
-use scoped::{WriteTables, GLOBAL_TABLE, TENANT_TABLE};
+pub use scoped::{GLOBAL_TABLE, TENANT_TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -253,14 +254,28 @@ impl Store {
         })
     }
 
+    /// Resolves once every handle is dropped and the writer has released the database file, so
+    /// the same file can be opened again (restart, backup, check). Bounded by `timeout`.
+    pub fn closed(&self, timeout: std::time::Duration) -> impl std::future::Future<Output = bool> {
+        let closed = self.closed.clone();
+        async move { tokio::time::timeout(timeout, closed.wait()).await.is_ok() }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// A signal that outlives this handle: it resolves after the last handle is dropped and the
-    /// database is closed.
-    pub fn closed(&self) -> StoreClosed {
-        self.closed.clone()
+    /// A raw read transaction over the whole file: a consistent snapshot of every table, for
+    /// whole-store operations (backup). Every write acknowledged before this call is in it.
+    pub fn begin_snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Writes waiting for the writer thread, and how many may wait before callers block
+    /// (load shedding and metrics).
+    pub fn writer_backlog(&self) -> (usize, usize) {
+        let max = self.jobs.max_capacity();
+        (max - self.jobs.capacity(), max)
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -309,7 +324,8 @@ impl Store {
     }
 }
 
-fn meta_key(name: &[u8]) -> Vec<u8> {
+/// Key of a storage meta row (global table, tag 0).
+pub fn meta_key(name: &[u8]) -> Vec<u8> {
     let mut key = vec![collections::GLOBAL_META_TAG];
     key.extend_from_slice(name);
     key
@@ -333,40 +349,49 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        // Counted before the jobs are answered: a caller that saw its write done must also see
-        // it in the statistics.
-        if let Ok(mut s) = stats.lock() {
-            s.commits += 1;
-            s.jobs += size as u64;
-        }
-        let published = commit_batch(&db, batch, &mut next_seq);
+        commit_batch(&db, batch, &mut next_seq, &stats, &listener);
         tracing::trace!(
             jobs = size,
             elapsed_us = started.elapsed().as_micros() as u64,
             "group commit"
         );
-        if !published.is_empty() {
-            listener(published);
-        }
     }
     tracing::debug!("writer thread stopped");
 }
 
 /// Runs a batch of jobs in one transaction. A job whose own logic fails is answered with its error
 /// and the batch is retried without it, so one bad write never takes others down with it.
-fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) -> Vec<Envelope> {
+fn commit_batch(
+    db: &Database,
+    mut jobs: Vec<Box<dyn Job>>,
+    next_seq: &mut u64,
+    stats: &std::sync::Mutex<CommitStats>,
+    listener: &CommitListener,
+) {
+    // Counted before any caller hears back, so a caller that read the stats after its write
+    // returned sees its own commit in them.
+    let size = jobs.len() as u64;
+    if let Ok(mut s) = stats.lock() {
+        s.commits += 1;
+        s.jobs += size;
+    }
     loop {
         if jobs.is_empty() {
-            return Vec::new();
+            return;
         }
         let attempt = run_jobs(db, &mut jobs, *next_seq);
         match attempt {
             Ok((seq_after, published)) => {
                 *next_seq = seq_after;
+                // The listener hears of the events before their writers hear back: a caller that
+                // published something finds it handed on (in its consumer's channel) on return.
+                if !published.is_empty() {
+                    listener(published);
+                }
                 for job in jobs {
                     job.finish(Ok(()));
                 }
-                return published;
+                return;
             }
             Err(BatchFailure::Job(index, error)) => {
                 let failed = jobs.remove(index);
@@ -378,7 +403,7 @@ fn commit_batch(db: &Database, mut jobs: Vec<Box<dyn Job>>, next_seq: &mut u64) 
                 for job in jobs {
                     job.finish(Err(StoreError::Io(message.clone())));
                 }
-                return Vec::new();
+                return;
             }
         }
     }

@@ -17,8 +17,9 @@ use super::ids::TenantId;
 use super::record::{decode, encode, Record};
 use super::StoreError;
 
-pub(super) const TENANT_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tenant_rows");
-pub(super) const GLOBAL_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("global_rows");
+/// Raw table definitions: public for whole-store operations only (backup, migration, checks).
+pub const TENANT_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tenant_rows");
+pub const GLOBAL_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("global_rows");
 
 /// A kind of tenant-owned value, with its one-byte tag. Tags are allocated in `collections.rs`.
 pub struct Collection<V> {

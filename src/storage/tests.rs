@@ -76,6 +76,19 @@ async fn concurrent_writers_share_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let tenant = TenantId::new();
+    // Hold the writer busy so the 400 writes below queue up behind it, whatever the machine's load.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = store.clone();
+    let hold = tokio::spawn(async move {
+        blocker
+            .write(move |_ctx| {
+                let _ = started_tx.send(());
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok(())
+            })
+            .await
+    });
+    started_rx.recv().unwrap();
     let mut tasks = Vec::new();
     for i in 0..400u32 {
         let store = store.clone();
@@ -91,12 +104,13 @@ async fn concurrent_writers_share_commits() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
+    hold.await.unwrap().unwrap();
     let rows = store
         .read(|r| r.tenant(tenant).scan(&NOTES, &[], false, usize::MAX))
         .unwrap();
     assert_eq!(rows.len(), 400);
     let stats = store.stats();
-    assert_eq!(stats.jobs, 400);
+    assert_eq!(stats.jobs, 401);
     assert!(
         stats.commits < stats.jobs,
         "400 concurrent writes should share commits, got {stats:?}"

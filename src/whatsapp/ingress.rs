@@ -205,6 +205,14 @@ pub async fn store_batches(
             let mut duplicates = 0;
             let mut statuses = 0;
             for vb in batches.iter() {
+                // A tenant deleted since routing gets nothing stored (its rows are gone for good).
+                if ctx
+                    .operator()
+                    .get(&crate::tenants::TENANTS, vb.tenant.as_bytes())?
+                    .is_none()
+                {
+                    continue;
+                }
                 let names: HashMap<&str, &str> = vb
                     .batch
                     .contacts

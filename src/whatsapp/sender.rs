@@ -370,6 +370,7 @@ impl SenderHandle {
         let body =
             content.to_graph_body(&conversation.contact_wa_id, None, Some(&at.callback_tag()));
         let outcome = self.inner.graph.send(&creds, &body).await;
+        crate::ops::metrics::send_outcome(tenant, &outcome);
         self.note_sent_to(&conversation.contact_wa_id);
         match outcome {
             SendOutcome::Accepted { wamid } => {

@@ -3,6 +3,9 @@
 //! fake OpenAI-compatible server.
 #![allow(dead_code)]
 
+pub mod ops;
+pub mod people;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -287,17 +290,6 @@ impl TestApp {
             )
             .await;
         v["id"].as_str().unwrap().parse().unwrap()
-    }
-
-    /// Creates an outlet; returns its id.
-    pub async fn create_outlet(&self, tenant: &str, name: &str) -> String {
-        let v = self
-            .post(
-                &format!("/api/v1/tenants/{tenant}/outlets"),
-                json!({ "name": name }),
-            )
-            .await;
-        v["id"].as_str().unwrap().to_string()
     }
 
     /// Connects a Cloud API number belonging to `outlet` (None: no outlet).
@@ -602,4 +594,21 @@ pub fn status_webhook(send: &RecordedSend, status: StatusKind) -> Vec<u8> {
     status_webhook_payload(&config, send, status, jiff::Timestamp::now())
         .to_string()
         .into_bytes()
+}
+
+impl TestApp {
+    /// Stops this app and starts one on another data directory (a copy or a restore), with the
+    /// same fakes. The temporary directory of the original is kept for the app's life.
+    pub async fn restart_on(mut self, data_dir: &std::path::Path) -> Self {
+        self.stop().await;
+        let config = test_config(data_dir, &self.graph.base_url(), self.llm.as_ref(), 50);
+        let Self {
+            dir,
+            graph,
+            llm,
+            status_webhooks,
+            ..
+        } = self;
+        Self::launch_on(dir, config, graph, llm, status_webhooks).await
+    }
 }
