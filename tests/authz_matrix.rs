@@ -20,6 +20,8 @@ const A_ADMIN_KEYS: &[&str] = &["a_admin_key"];
 const A_AGENTS: &[&str] = &["a_agent", "a_agent_key"];
 /// An agent limited to another outlet than the test conversation's.
 const A_OTHER_OUTLET_AGENT: &[&str] = &["a_agent_o2"];
+/// The person the routing agent routes name (`{agent}`), signed in as themself.
+const THE_AGENT: &[&str] = &["a_agent"];
 const A_VIEWERS: &[&str] = &["a_viewer", "a_viewer_key"];
 const B: &[&str] = &["b_admin", "b_admin_key"];
 const INVALID: &[&str] = &[
@@ -45,6 +47,8 @@ enum Who {
     ViewerOfOutlet,
     /// Every viewer and up (tenant-wide reads; outlet-limited callers get a filtered answer).
     Viewer,
+    /// Admins, and the person the path's `{agent}` names (signed in, not by an API key).
+    AdminOrSelf,
 }
 
 fn allowed(who: Who) -> BTreeSet<&'static str> {
@@ -81,6 +85,11 @@ fn allowed(who: Who) -> BTreeSet<&'static str> {
         Who::Admin => {
             add(&mut s, A_PEOPLE_ADMINS);
             add(&mut s, A_ADMIN_KEYS);
+        }
+        Who::AdminOrSelf => {
+            add(&mut s, A_PEOPLE_ADMINS);
+            add(&mut s, A_ADMIN_KEYS);
+            add(&mut s, THE_AGENT);
         }
         Who::AgentOfOutlet | Who::ViewerOfOutlet | Who::Viewer => {
             add(&mut s, A_PEOPLE_ADMINS);
@@ -220,6 +229,53 @@ fn matrix() -> Vec<(&'static str, &'static str, Who)> {
             "/api/v1/tenants/{tenant}/api-keys/{key}",
             AdminPeople,
         ),
+        ("GET", "/api/v1/tenants/{tenant}/agents", Admin),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/agents/{agent}",
+            AdminOrSelf,
+        ),
+        ("PUT", "/api/v1/tenants/{tenant}/agents/{agent}", Admin),
+        ("DELETE", "/api/v1/tenants/{tenant}/agents/{agent}", Admin),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant}/agents/{agent}/presence",
+            AdminOrSelf,
+        ),
+        ("GET", "/api/v1/tenants/{tenant}/routing/queue", Viewer),
+        ("GET", "/api/v1/tenants/{tenant}/routing/settings", Admin),
+        ("PUT", "/api/v1/tenants/{tenant}/routing/settings", Admin),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/outlets/{outlet}/hours",
+            Viewer,
+        ),
+        (
+            "PUT",
+            "/api/v1/tenants/{tenant}/outlets/{outlet}/hours",
+            Admin,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tenants/{tenant}/outlets/{outlet}/hours",
+            Admin,
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant}/conversations/{id}/assign",
+            Admin,
+        ),
+        ("GET", "/api/v1/tenants/{tenant}/analytics", Viewer),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/analytics/export/{table}",
+            Viewer,
+        ),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/analytics/charts/{chart}",
+            Viewer,
+        ),
     ]
 }
 
@@ -290,7 +346,8 @@ async fn fixture(app: &TestApp) -> Fixture {
 
     app.create_user("alpha", "admin@alpha.test", "admin", &[])
         .await;
-    app.create_user("alpha", "agent@alpha.test", "agent", &[&o1])
+    let agent = app
+        .create_user("alpha", "agent@alpha.test", "agent", &[&o1])
         .await;
     app.create_user("alpha", "agent2@alpha.test", "agent", &[&o2])
         .await;
@@ -366,6 +423,10 @@ async fn fixture(app: &TestApp) -> Fixture {
         ("plan", "growth".to_string()),
         ("customer", "6281299999999".to_string()),
         ("period", "current".to_string()),
+        ("agent", agent),
+        ("outlet", o1),
+        ("table", "days".to_string()),
+        ("chart", "daily".to_string()),
     ]);
     Fixture { creds, params }
 }
@@ -414,6 +475,15 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<Value> {
             json!({"email": format!("i{n}@alpha.test"), "role": "agent"})
         }
         "/api/v1/tenants/{tenant}/api-keys" => json!({"name": format!("k{n}"), "role": "viewer"}),
+        "/api/v1/tenants/{tenant}/agents/{agent}" => json!({"capacity": 3}),
+        "/api/v1/tenants/{tenant}/agents/{agent}/presence" => json!({"online": true}),
+        "/api/v1/tenants/{tenant}/routing/settings" => {
+            json!({"allow_bot_return": false, "unhelpful_turn_limit": 2})
+        }
+        "/api/v1/tenants/{tenant}/outlets/{outlet}/hours" => {
+            json!({"monday": [{"open": "09:00", "close": "17:00"}]})
+        }
+        "/api/v1/tenants/{tenant}/conversations/{id}/assign" => json!({"agent": null}),
         "/webhooks/whatsapp" => json!({"object": "whatsapp_business_account", "entry": []}),
         // Sign-in, OIDC, invitations: an empty body is refused by the handler, not the gate.
         _ => json!({}),
