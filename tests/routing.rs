@@ -4,6 +4,9 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+
+use reqwest::Method;
 use serde_json::{json, Value};
 use support::*;
 use wacrm::assistant::language::{assistant_back, handoff_notice, Lang};
@@ -17,26 +20,45 @@ const ANDI: &str = "6281377788899";
 const DEWI: &str = "6281311122233";
 const EKO: &str = "6281355566677";
 
-/// A tenant in Jakarta with outlets A and B and one number belonging to outlet A.
+/// The people who work conversations (users with the agent role, of every outlet).
+const AGENTS: [&str; 4] = ["ana", "budi", "citra", "dewi"];
+
+/// A tenant in Jakarta with outlets A and B, one number belonging to outlet A, and four users
+/// with the agent role (not yet routing agents).
 struct Shop {
     app: TestApp,
     tenant: TenantId,
     outlet_a: String,
     outlet_b: String,
+    users: BTreeMap<&'static str, String>,
 }
 
 async fn shop(opts: Options) -> Shop {
     let app = TestApp::start(opts).await;
     let tenant = app.create_tenant_in("acme", "Asia/Jakarta").await;
+    // Room for two outlets (Starter allows one).
+    app.put(
+        "/api/v1/tenants/acme/billing/plan",
+        json!({"plan": "enterprise"}),
+    )
+    .await;
     let outlet_a = app.create_outlet("acme", "Kemang").await;
     let outlet_b = app.create_outlet("acme", "Bandung").await;
     app.add_cloud_channel_in("acme", PHONE, Some(&outlet_a))
         .await;
+    let mut users = BTreeMap::new();
+    for name in AGENTS {
+        let id = app
+            .create_user("acme", &format!("{name}@acme.test"), "agent", &[])
+            .await;
+        users.insert(name, id);
+    }
     Shop {
         app,
         tenant,
         outlet_a,
         outlet_b,
+        users,
     }
 }
 
@@ -49,10 +71,15 @@ impl Shop {
         assert_eq!(status, 200, "{body}");
     }
 
-    async fn agent(&self, user: &str, outlets: &[&str], capacity: u32, online: bool) -> Value {
+    /// The user id of one of [`AGENTS`].
+    fn id(&self, name: &str) -> String {
+        self.users[name].clone()
+    }
+
+    async fn agent(&self, name: &str, outlets: &[&str], capacity: u32, online: bool) -> Value {
         self.app
             .put(
-                &format!("/api/v1/tenants/acme/agents/{user}"),
+                &format!("/api/v1/tenants/acme/agents/{}", self.id(name)),
                 json!({"outlets": outlets, "capacity": capacity, "online": online}),
             )
             .await
@@ -92,9 +119,9 @@ impl Shop {
             .collect()
     }
 
-    async fn agent_load(&self, user: &str) -> u64 {
+    async fn agent_load(&self, name: &str) -> u64 {
         self.app
-            .get(&format!("/api/v1/tenants/acme/agents/{user}"))
+            .get(&format!("/api/v1/tenants/acme/agents/{}", self.id(name)))
             .await["load"]
             .as_u64()
             .unwrap()
@@ -130,9 +157,16 @@ async fn handoffs_go_round_robin_to_online_agents_of_the_outlet_within_their_cap
         assert_eq!(c.handoff_reason, Some(HandoffReason::CustomerAsked));
         assigned.push(c.assigned_agent);
     }
-    let names: Vec<Option<&str>> = assigned.iter().map(|a| a.as_deref()).collect();
-    // Ana first (ties by name), then Budi, then Ana again; Budi is full, so the fourth waits.
-    assert_eq!(names, [Some("ana"), Some("budi"), Some("ana"), None]);
+    let (ana, budi) = (s.id("ana"), s.id("budi"));
+    // The first of Ana and Budi (ties by user id), then the other, then Ana again (Budi holds
+    // one at most); both full, so the fourth waits.
+    let expected = if ana < budi {
+        [Some(&ana), Some(&budi), Some(&ana), None]
+    } else {
+        [Some(&budi), Some(&ana), Some(&ana), None]
+    };
+    let names: Vec<Option<&String>> = assigned.iter().map(|a| a.as_ref()).collect();
+    assert_eq!(names, expected);
     assert_eq!(s.agent_load("ana").await, 2);
     assert_eq!(s.agent_load("budi").await, 1);
     assert_eq!(s.agent_load("citra").await, 0);
@@ -144,7 +178,7 @@ async fn handoffs_go_round_robin_to_online_agents_of_the_outlet_within_their_cap
     let dewi = s
         .app
         .post(
-            "/api/v1/tenants/acme/agents/dewi/presence",
+            &format!("/api/v1/tenants/acme/agents/{}/presence", s.id("dewi")),
             json!({"online": true}),
         )
         .await;
@@ -153,9 +187,8 @@ async fn handoffs_go_round_robin_to_online_agents_of_the_outlet_within_their_cap
         s.app
             .conversation_of(s.tenant, DEWI)
             .unwrap()
-            .assigned_agent
-            .as_deref(),
-        Some("dewi")
+            .assigned_agent,
+        Some(s.id("dewi"))
     );
     assert!(s.queue().await.is_empty());
     // The model was never asked: each customer asked for a person.
@@ -179,13 +212,13 @@ async fn with_nobody_online_handoffs_wait_in_the_queue_and_a_closing_frees_the_n
 
     s.app
         .post(
-            "/api/v1/tenants/acme/agents/ana/presence",
+            &format!("/api/v1/tenants/acme/agents/{}/presence", s.id("ana")),
             json!({"online": true}),
         )
         .await;
     assert_eq!(s.queue().await, [second.id.to_string()]);
     let first = s.app.conversation_of(s.tenant, BUDI).unwrap();
-    assert_eq!(first.assigned_agent.as_deref(), Some("ana"));
+    assert_eq!(first.assigned_agent, Some(s.id("ana")));
 
     // Ana closes the first; the second is hers in the same commit.
     s.app
@@ -195,7 +228,7 @@ async fn with_nobody_online_handoffs_wait_in_the_queue_and_a_closing_frees_the_n
         )
         .await;
     let second = s.app.conversation_of(s.tenant, SITI).unwrap();
-    assert_eq!(second.assigned_agent.as_deref(), Some("ana"));
+    assert_eq!(second.assigned_agent, Some(s.id("ana")));
     assert!(s.queue().await.is_empty());
     assert_eq!(s.agent_load("ana").await, 1);
     s.app.stop().await;
@@ -452,7 +485,7 @@ async fn the_assistant_never_speaks_while_a_person_holds_the_conversation() {
     s.agent("ana", &[], 3, true).await;
     s.writes(BUDI, "wamid.S1", "agent please").await;
     let c = s.in_state(BUDI, ConversationState::PendingHuman).await;
-    assert_eq!(c.assigned_agent.as_deref(), Some("ana"));
+    assert_eq!(c.assigned_agent, Some(s.id("ana")));
     s.writes(BUDI, "wamid.S2", "hello? what are your opening hours?")
         .await;
     s.app.wait_idle().await;
@@ -468,7 +501,7 @@ async fn the_assistant_never_speaks_while_a_person_holds_the_conversation() {
     s.app.wait_idle().await;
     let c = s.app.conversation_of(s.tenant, BUDI).unwrap();
     assert_eq!(c.state, ConversationState::Human);
-    assert_eq!(c.assigned_agent.as_deref(), Some("ana"));
+    assert_eq!(c.assigned_agent, Some(s.id("ana")));
     assert_eq!(s.app.messages_by(s.tenant, &c, Author::Assistant).len(), 1);
     assert_eq!(s.texts_to(BUDI), [handoff_notice(Lang::English)]);
     assert_eq!(s.app.llm().request_count(), 0);
@@ -497,7 +530,7 @@ async fn closing_never_reopens_the_handoff_and_the_next_message_starts_with_the_
         .await;
     assert_eq!(closed["state"], "closed");
     // Who handled it stays on the record; the slot is free.
-    assert_eq!(closed["assigned_agent"], "ana");
+    assert_eq!(closed["assigned_agent"], s.id("ana"));
     assert_eq!(s.agent_load("ana").await, 0);
 
     s.writes(EKO, "wamid.X2", "Thanks! What time do you open tomorrow?")
@@ -525,5 +558,148 @@ async fn closing_never_reopens_the_handoff_and_the_next_message_starts_with_the_
         ]
     );
     assert!(s.queue().await.is_empty());
+    s.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_set_their_own_presence_and_outlet_limited_people_see_their_outlets_queue() {
+    let mut s = shop(Options::default()).await;
+    let (a, b) = (s.outlet_a.clone(), s.outlet_b.clone());
+    let eve = s
+        .app
+        .create_user("acme", "eve@acme.test", "agent", &[&b])
+        .await;
+    let vic = s
+        .app
+        .create_user("acme", "vic@acme.test", "viewer", &[&b])
+        .await;
+    let ana = s.app.sign_in("ana@acme.test").await;
+    let eve_session = s.app.sign_in("eve@acme.test").await;
+    let vic_session = s.app.sign_in("vic@acme.test").await;
+    let presence = |user: &str| format!("/api/v1/tenants/acme/agents/{user}/presence");
+
+    // Ana goes online herself: she becomes an agent of every outlet (as she works for all).
+    let me = s
+        .app
+        .call(
+            &ana,
+            Method::POST,
+            &presence(&s.id("ana")),
+            Some(json!({"online": true})),
+        )
+        .await;
+    assert_eq!(me.status, 200, "{:?}", me.body);
+    assert_eq!(me.body["online"], true);
+    assert_eq!(me.body["outlets"], json!([]));
+    // Not for a colleague, and not the agents list (that is for admins).
+    let other = s
+        .app
+        .call(
+            &ana,
+            Method::POST,
+            &presence(&s.id("budi")),
+            Some(json!({"online": true})),
+        )
+        .await;
+    assert_eq!((other.status, other.code()), (403, "forbidden"));
+    let list = s
+        .app
+        .call(&ana, Method::GET, "/api/v1/tenants/acme/agents", None)
+        .await;
+    assert_eq!((list.status, list.code()), (403, "forbidden"));
+
+    // Eve works for outlet B only: online, she is an agent of outlet B, and an admin cannot
+    // route outlet A to her.
+    let me = s
+        .app
+        .call(
+            &eve_session,
+            Method::POST,
+            &presence(&eve),
+            Some(json!({"online": true})),
+        )
+        .await;
+    assert_eq!(me.status, 200, "{:?}", me.body);
+    assert_eq!(me.body["outlets"], json!([b]));
+    let (status, body) = s
+        .app
+        .api(
+            Method::PUT,
+            &format!("/api/v1/tenants/acme/agents/{eve}"),
+            Some(json!({"outlets": [a]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_input"))
+    );
+    // A viewer is not routed conversations.
+    let (status, body) = s
+        .app
+        .api(
+            Method::PUT,
+            &format!("/api/v1/tenants/acme/agents/{vic}"),
+            Some(json!({"online": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
+
+    // Ana goes offline; a customer of outlet A waits. Outlet B's viewer does not see it.
+    let off = s
+        .app
+        .call(
+            &ana,
+            Method::POST,
+            &presence(&s.id("ana")),
+            Some(json!({"online": false})),
+        )
+        .await;
+    assert_eq!(off.status, 200);
+    s.writes(BUDI, "wamid.P1", "agent please").await;
+    let waiting = s.in_state(BUDI, ConversationState::PendingHuman).await;
+    assert_eq!(waiting.assigned_agent, None, "Eve does not serve outlet A");
+    assert_eq!(s.queue().await, [waiting.id.to_string()]);
+    let seen = s
+        .app
+        .call(
+            &vic_session,
+            Method::GET,
+            "/api/v1/tenants/acme/routing/queue",
+            None,
+        )
+        .await;
+    assert_eq!((seen.status, seen.body.clone()), (200, json!([])));
+    let named = s
+        .app
+        .call(
+            &vic_session,
+            Method::GET,
+            &format!("/api/v1/tenants/acme/routing/queue?outlet={a}"),
+            None,
+        )
+        .await;
+    assert_eq!((named.status, named.code()), (403, "forbidden"));
+
+    // Eve is disabled: she is no agent any more.
+    let (status, _) = s
+        .app
+        .api(
+            Method::PATCH,
+            &format!("/api/v1/tenants/acme/users/{eve}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let agents = s.app.get("/api/v1/tenants/acme/agents").await;
+    let users: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, [s.id("ana").as_str()]);
     s.app.stop().await;
 }

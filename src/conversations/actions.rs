@@ -172,6 +172,20 @@ pub async fn take_over(
     tenant: TenantId,
     conversation: ConversationId,
 ) -> Result<Conversation, StoreError> {
+    take_over_by(store, tenant, conversation, None)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// [`take_over`] by the person `taker` (a user id): when they are an agent, the conversation is
+/// theirs from now on (the slot of whoever it was routed to goes to the next in the queue).
+/// Also returns the other conversations whose assignment changed (for live updates).
+pub async fn take_over_by(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+    taker: Option<String>,
+) -> Result<(Conversation, Vec<ConversationId>), StoreError> {
     store
         .write(move |ctx| {
             let mut c = load(ctx, tenant, conversation)?;
@@ -182,9 +196,18 @@ pub async fn take_over(
                 ));
             }
             c.state = ConversationState::Human;
-            // Someone has it now: it no longer waits in the queue (whoever it was routed to
-            // keeps the slot until the people service says who took it).
+            // Someone has it now: it no longer waits in the queue. Without a taker who is an
+            // agent, whoever it was routed to keeps the slot.
             routing::dequeue(&mut ctx.tenant(tenant), &c)?;
+            let reassigned = match &taker {
+                Some(user) => routing::taken_by(
+                    &mut ctx.tenant(tenant),
+                    &mut c,
+                    user,
+                    crate::events::now_ms(),
+                )?,
+                None => Vec::new(),
+            };
             add_note(
                 ctx,
                 tenant,
@@ -194,7 +217,7 @@ pub async fn take_over(
             )?;
             clear_pending_turn(ctx, tenant, conversation)?;
             save(ctx, tenant, &c)?;
-            Ok(c)
+            Ok((c, reassigned))
         })
         .await
 }

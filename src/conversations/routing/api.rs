@@ -203,20 +203,72 @@ pub async fn remove_agent(
     let user = user.to_string();
     store
         .write(move |ctx| {
-            let now = crate::events::now_ms();
             let mut t = ctx.tenant(tenant);
-            let Some(mut agent) = t.get(&AGENTS, user.as_bytes())? else {
+            if t.get(&AGENTS, user.as_bytes())?.is_none() {
                 return Err(RoutingError::NotFound(format!("agent {user:?}")).reject());
-            };
-            agent.online = false;
-            t.put(&AGENTS, user.as_bytes(), &agent)?;
-            let mut changed = reroute_unclaimed(&mut t, &agent, true, now)?;
-            t.delete(&AGENTS, user.as_bytes())?;
-            changed.extend(drain(&mut t, now)?);
-            Ok(changed)
+            }
+            retire_agent(&mut t, &user, crate::events::now_ms())
         })
         .await
         .map_err(RoutingError::from)
+}
+
+/// [`remove_agent`] in the caller's commit; nothing when `user` is no agent.
+pub fn retire_agent(
+    t: &mut TenantWrite<'_, '_>,
+    user: &str,
+    now_ms: i64,
+) -> Result<Vec<ConversationId>, StoreError> {
+    let Some(mut agent) = t.get(&AGENTS, user.as_bytes())? else {
+        return Ok(Vec::new());
+    };
+    agent.online = false;
+    t.put(&AGENTS, user.as_bytes(), &agent)?;
+    let mut changed = reroute_unclaimed(t, &agent, true, now_ms)?;
+    t.delete(&AGENTS, user.as_bytes())?;
+    changed.extend(drain(t, now_ms)?);
+    Ok(changed)
+}
+
+/// The people service changed a person, in its commit: someone who no longer works
+/// conversations (disabled, deleted, made a viewer) stops being an agent; someone limited to
+/// fewer outlets serves only those. Returns the conversations whose routing changed.
+pub fn person_changed(
+    t: &mut TenantWrite<'_, '_>,
+    user: &str,
+    works_conversations: bool,
+    outlets: &[OutletId],
+    now_ms: i64,
+) -> Result<Vec<ConversationId>, StoreError> {
+    if !works_conversations {
+        return retire_agent(t, user, now_ms);
+    }
+    let Some(mut agent) = t.get(&AGENTS, user.as_bytes())? else {
+        return Ok(Vec::new());
+    };
+    if outlets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut narrowed: Vec<OutletId> = agent
+        .outlets
+        .iter()
+        .copied()
+        .filter(|o| outlets.contains(o))
+        .collect();
+    if narrowed.is_empty() {
+        narrowed = outlets.to_vec();
+        narrowed.sort();
+        narrowed.dedup();
+    }
+    if narrowed == agent.outlets {
+        return Ok(Vec::new());
+    }
+    agent.outlets = narrowed;
+    agent.updated_at_ms = now_ms;
+    t.put(&AGENTS, user.as_bytes(), &agent)?;
+    let mut changed = reroute_unclaimed(t, &agent, false, now_ms)?;
+    changed.extend(drain(t, now_ms)?);
+    Ok(changed)
 }
 
 pub fn list_agents(store: &Store, tenant: TenantId) -> Result<Vec<AgentView>, RoutingError> {

@@ -160,6 +160,26 @@ pub fn leave(
     Ok(released)
 }
 
+/// A person took `c` over. When they are an agent it is theirs now, in their slot; the slot of
+/// whoever it was routed to goes to the oldest waiting conversation. Returns the conversations
+/// (besides `c`) whose assignment changed. The caller saves `c`.
+pub fn taken_by(
+    t: &mut TenantWrite<'_, '_>,
+    c: &mut Conversation,
+    user: &str,
+    now_ms: i64,
+) -> Result<Vec<ConversationId>, StoreError> {
+    if c.assigned_agent.as_deref() == Some(user)
+        || t.get(&agents::AGENTS, user.as_bytes())?.is_none()
+    {
+        return Ok(Vec::new());
+    }
+    leave(t, c)?;
+    agents::take(t, user, c.id, now_ms)?;
+    c.assigned_agent = Some(user.to_string());
+    drain(t, now_ms)
+}
+
 /// Gives queued conversations to agents with room, oldest first. Runs in every commit that may
 /// free room (close, hand back, an agent coming online or taking more). Returns the
 /// conversations it assigned.

@@ -28,6 +28,10 @@ async fn world() -> World {
     .await
     .unwrap()
     .id;
+    // Room for two outlets (Starter allows one).
+    crate::billing::subscription::change_plan(&store, tenant, "enterprise", jiff::Timestamp::now())
+        .await
+        .unwrap();
     let a = tenants::create_outlet(&store, tenant, "A")
         .await
         .unwrap()
@@ -277,4 +281,70 @@ async fn agent_and_settings_input_is_checked() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "not_found");
+}
+
+#[tokio::test]
+async fn the_agent_who_takes_over_holds_it_and_the_freed_slot_takes_the_next() {
+    let w = world().await;
+    w.agent("ana", vec![w.a], 1, true).await;
+    w.agent("budi", vec![w.a], 1, false).await;
+    let first = w.handed_off(Some(w.a)).await;
+    let waiting = w.handed_off(Some(w.a)).await;
+    assert_eq!(first.assigned_agent.as_deref(), Some("ana"));
+    assert_eq!(w.queued(), [waiting.id]);
+
+    // Budi (offline, and not the one it was routed to) steps in: it is his now.
+    let (c, reassigned) = actions::take_over_by(&w.store, w.tenant, first.id, Some("budi".into()))
+        .await
+        .unwrap();
+    assert_eq!(c.state, ConversationState::Human);
+    assert_eq!(c.assigned_agent.as_deref(), Some("budi"));
+    assert_eq!(reassigned, [waiting.id]);
+    assert_eq!(w.get(waiting.id).assigned_agent.as_deref(), Some("ana"));
+    assert_eq!((w.load("ana"), w.load("budi")), (1, 1));
+    assert!(w.queued().is_empty());
+
+    // Someone who is no agent (an admin, the operator) leaves the assignment as it is.
+    let (c, reassigned) =
+        actions::take_over_by(&w.store, w.tenant, waiting.id, Some("admin".into()))
+            .await
+            .unwrap();
+    assert_eq!(c.assigned_agent.as_deref(), Some("ana"));
+    assert!(reassigned.is_empty());
+}
+
+#[tokio::test]
+async fn people_who_stop_working_conversations_stop_being_routed_to() {
+    let w = world().await;
+    w.agent("ana", vec![], 5, true).await;
+    w.agent("budi", vec![], 5, true).await;
+    let at_a = w.handed_off(Some(w.a)).await;
+    let at_b = w.handed_off(Some(w.b)).await;
+    let holder = |c: &Conversation| w.get(c.id).assigned_agent;
+    let ana_has_b = holder(&at_b).as_deref() == Some("ana");
+
+    // Ana now works for outlet A only: what she held of outlet B moves on.
+    let (tenant, a) = (w.tenant, w.a);
+    w.store
+        .write(move |ctx| person_changed(&mut ctx.tenant(tenant), "ana", true, &[a], 0).map(|_| ()))
+        .await
+        .unwrap();
+    assert_eq!(get_agent(&w.store, w.tenant, "ana").unwrap().outlets, [w.a]);
+    assert_eq!(holder(&at_b).as_deref(), Some("budi"));
+    if ana_has_b {
+        assert_eq!(w.load("budi"), 2);
+    }
+
+    // Budi is disabled: he is no agent any more, and what he held waits for Ana (outlet A)
+    // or in outlet B's queue.
+    w.store
+        .write(move |ctx| {
+            person_changed(&mut ctx.tenant(tenant), "budi", false, &[], 0).map(|_| ())
+        })
+        .await
+        .unwrap();
+    assert!(get_agent(&w.store, w.tenant, "budi").is_err());
+    assert_eq!(holder(&at_a).as_deref(), Some("ana"));
+    assert_eq!(holder(&at_b), None);
+    assert_eq!(w.queued(), [at_b.id]);
 }
