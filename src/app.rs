@@ -246,6 +246,9 @@ pub async fn launch(
         None => None,
     };
     let ops = Arc::new(crate::ops::OpsState::new(&config, tls.clone()));
+    // Erasure and retention reach the analytics detail in their own commits.
+    ops.hooks
+        .register(Arc::new(crate::analytics::AnalyticsForgets));
     let state = AppState {
         inner: Arc::new(AppInner {
             config,

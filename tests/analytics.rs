@@ -6,7 +6,9 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use reqwest::Method;
 use serde_json::{json, Value};
+use support::ops::dump;
 use support::*;
 use wacrm::conversations::{Author, Conversation, ConversationState, Message, MessageBody};
 use wacrm::storage::{OutletId, TenantId};
@@ -337,6 +339,12 @@ async fn report(app: &TestApp, query: &str) -> Value {
 async fn analytics_figures_match_a_direct_count_over_the_stored_conversations() {
     let app = TestApp::start(Options::default()).await;
     let tenant = app.create_tenant_in("acme", TZ).await;
+    // Room for two outlets (Starter allows one).
+    app.put(
+        "/api/v1/tenants/acme/billing/plan",
+        json!({"plan": "enterprise"}),
+    )
+    .await;
     let a = app.create_outlet("acme", "Kemang").await;
     let b = app.create_outlet("acme", "Bandung").await;
     app.add_cloud_channel_in("acme", PA, Some(&a)).await;
@@ -466,6 +474,48 @@ async fn analytics_figures_match_a_direct_count_over_the_stored_conversations() 
     ] {
         let r = report(&app, &format!("from={from}&to={to}&{query}")).await;
         assert_matches(&r, &direct_count(&app, tenant, scope), what);
+    }
+
+    // A viewer of outlet A sees outlet A's figures only (as with conversations); asking for
+    // another outlet, or for the channels of no outlet, is refused.
+    app.create_user("acme", "vera@acme.test", "viewer", &[&a])
+        .await;
+    let vera = app.sign_in("vera@acme.test").await;
+    let mine = app
+        .call(
+            &vera,
+            Method::GET,
+            &format!("/api/v1/tenants/acme/analytics?from={from}&to={to}"),
+            None,
+        )
+        .await;
+    assert_eq!(mine.status, 200, "{:?}", mine.body);
+    assert_eq!(mine.body["outlet"], a);
+    assert_matches(
+        &mine.body,
+        &direct_count(&app, tenant, Some(Some(a_id))),
+        "outlet A, as its viewer",
+    );
+    for query in [format!("outlet={b}"), "outlet=none".to_string()] {
+        for path in [
+            "analytics",
+            "analytics/export/days",
+            "analytics/charts/hours",
+        ] {
+            let refused = app
+                .call(
+                    &vera,
+                    Method::GET,
+                    &format!("/api/v1/tenants/acme/{path}?{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (refused.status, refused.code()),
+                (403, "forbidden"),
+                "{path}?{query}"
+            );
+        }
     }
     let reasons: Vec<&str> = all["handoff_reasons"]
         .as_array()
@@ -638,4 +688,108 @@ async fn bad_report_requests_say_what_is_wrong() {
     assert_eq!(r["totals"]["conversations"], 0);
     assert_eq!(r["totals"]["assistant_resolution_share"], Value::Null);
     app.stop().await;
+}
+
+fn unanswered_list(report: &Value) -> Vec<(String, u64)> {
+    report["unanswered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["question"].as_str().unwrap().to_string(),
+                u["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_customer_takes_their_questions_out_of_the_analytics_detail() {
+    // Offline with an empty knowledge base: every question is handed off, unanswered.
+    let mut app = TestApp::start(Options {
+        llm: Llm::Offline,
+        ..Options::default()
+    })
+    .await;
+    let tenant = app.create_tenant_in("acme", TZ).await;
+    app.add_cloud_channel_in("acme", PA, None).await;
+    let asked = [
+        ("62831", "Do you sell gift cards?"),
+        ("62832", "do you sell GIFT cards"),
+        ("62833", "Is there wifi here?"),
+    ];
+    for (i, (from, text)) in asked.iter().enumerate() {
+        writes(&app, PA, from, &format!("wamid.E{i}"), text).await;
+        in_state(&app, tenant, from, ConversationState::PendingHuman).await;
+    }
+    app.wait_idle().await;
+    let (from, to) = period();
+    let query = format!("from={from}&to={to}");
+    let before = report(&app, &query).await;
+    assert_eq!(
+        unanswered_list(&before),
+        [
+            ("Do you sell gift cards?".to_string(), 2),
+            ("Is there wifi here?".to_string(), 1)
+        ]
+    );
+    let theirs: Vec<_> = ["62831", "62833"]
+        .iter()
+        .map(|who| app.conversation_of(tenant, who).unwrap().id)
+        .collect();
+
+    for who in ["62831", "62833"] {
+        let erased = app
+            .post(
+                &format!("/api/v1/tenants/acme/customers/{who}/erase"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(erased["conversations"], 1, "{erased}");
+        // Their conversation's record and their asking of a question.
+        assert_eq!(erased["derived_rows"], 2, "{erased}");
+    }
+    let after = report(&app, &query).await;
+    // The other customer's question stays, in the wording everyone who asked it shares.
+    assert_eq!(
+        unanswered_list(&after),
+        [("do you sell gift cards".to_string(), 1)]
+    );
+    // Counts that name nobody stay as they were.
+    assert_eq!(after["totals"], before["totals"]);
+    assert_eq!(after["days"], before["days"]);
+
+    // Nothing of theirs is left in any row: not their number, their words, or their
+    // conversations' ids (analytics records, routing queue).
+    app.stop().await;
+    let rows = dump(&app.dir.path().join("wacrm.redb"));
+    let mut needles: Vec<Vec<u8>> = vec![
+        b"62831".to_vec(),
+        b"62833".to_vec(),
+        b"Do you sell gift cards?".to_vec(),
+        b"wifi".to_vec(),
+    ];
+    for id in &theirs {
+        needles.push(id.as_bytes().to_vec());
+        needles.push(id.to_string().into_bytes());
+    }
+    let mut saw_kept = false;
+    for (table, rows) in &rows {
+        for (k, v) in rows {
+            for needle in &needles {
+                assert!(
+                    !contains(k, needle) && !contains(v, needle),
+                    "{table}: a row still holds {:?}",
+                    String::from_utf8_lossy(needle)
+                );
+            }
+            saw_kept |= contains(v, b"do you sell GIFT cards");
+        }
+    }
+    assert!(saw_kept, "the other customer's messages are kept");
 }

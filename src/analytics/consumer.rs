@@ -235,7 +235,7 @@ impl Folder<'_, '_, '_> {
         question: Option<&str>,
     ) -> Result<(), StoreError> {
         if let (HandoffReason::NoGroundedAnswer, Some(q)) = (reason, question) {
-            self.unanswered(outlet, q, at_ms)?;
+            self.unanswered(conversation, outlet, q, at_ms)?;
         }
         let Some(mut tracked) = self.tracked(conversation)? else {
             return Ok(());
@@ -256,6 +256,7 @@ impl Folder<'_, '_, '_> {
 
     fn unanswered(
         &mut self,
+        conversation: ConversationId,
         outlet: Option<OutletId>,
         question: &str,
         at_ms: i64,
@@ -270,8 +271,11 @@ impl Folder<'_, '_, '_> {
             text,
             count: 0,
             last_at_ms: at_ms,
+            text_from: Some(conversation),
+            asked_in: Vec::new(),
         });
         row.count += 1;
+        row.asked_in.push(conversation);
         row.last_at_ms = row.last_at_ms.max(at_ms);
         self.t.put(&UNANSWERED, &key, &row)
     }

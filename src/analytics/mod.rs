@@ -9,12 +9,14 @@
 
 pub mod consumer;
 pub mod csv;
+pub mod forget;
 pub mod model;
 pub mod report;
 pub mod routes;
 pub mod svg;
 
 pub use consumer::handler;
+pub use forget::AnalyticsForgets;
 pub use report::{report, Period, Report, Scope};
 
 use crate::storage::StoreError;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::collections as tags;
-use crate::storage::{Collection, OutletId, Record};
+use crate::storage::{Collection, ConversationId, OutletId, Record};
 
 /// Count, sum and maximum of a set of durations (averages merge exactly across days).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,10 +121,18 @@ impl Record for Tracked {
 /// A question the knowledge base could not answer (handed off with `no_grounded_answer`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Unanswered {
-    /// As the customer first wrote it (trimmed, at most 500 characters).
+    /// As the customer first wrote it (trimmed, at most 500 characters); once that
+    /// conversation is deleted, the normalized wording every remaining asker shares.
     pub text: String,
     pub count: u64,
     pub last_at_ms: i64,
+    /// The conversation whose wording `text` is.
+    #[serde(default)]
+    pub text_from: Option<ConversationId>,
+    /// The conversation of each time it was asked, so deleting a conversation (erasure,
+    /// retention) takes its askings with it.
+    #[serde(default)]
+    pub asked_in: Vec<ConversationId>,
 }
 
 impl Record for Unanswered {
