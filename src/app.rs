@@ -226,6 +226,7 @@ pub async fn launch(
         Arc::new(IngestHandler {
             service: knowledge.clone(),
         }),
+        crate::analytics::handler(store.clone()),
     ];
     for handler in handlers {
         let rx = receivers
@@ -261,6 +262,13 @@ pub async fn launch(
     .map_err(|e| LaunchError::Setup(format!("dashboard: {e}")))?;
     workers.extend(dashboard_tasks);
 
+    // Erasure and retention reach the analytics detail in their own commits.
+    ops.hooks
+        .register(Arc::new(crate::analytics::AnalyticsForgets));
+    ops.hooks
+        .register(Arc::new(web::dashboard::forget::DashboardForgets {
+            search: dashboard.search.clone(),
+        }));
     let state = AppState {
         inner: Arc::new(AppInner {
             config,

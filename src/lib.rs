@@ -1,10 +1,11 @@
 //! wacrm: a WhatsApp customer-service appliance in one binary.
 //!
 //! Layout follows `DESIGN.md`: one module per service (`tenants`, `conversations`, `assistant`,
-//! `whatsapp`; `knowledge`, `billing` and `analytics` arrive with their issues) plus the platform
+//! `whatsapp`, `analytics`; `knowledge` and `billing` arrive with their issues) plus the platform
 //! they share (`storage`, `events`, `web`, `config`). `testkit` holds the local stand-ins for
 //! remote APIs (Graph API, OpenAI-compatible LLM) used by tests, benchmarks and the demo.
 
+pub mod analytics;
 pub mod app;
 pub mod assistant;
 pub mod bench;

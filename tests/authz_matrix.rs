@@ -20,6 +20,8 @@ const A_ADMIN_KEYS: &[&str] = &["a_admin_key"];
 const A_AGENTS: &[&str] = &["a_agent", "a_agent_key"];
 /// An agent limited to another outlet than the test conversation's.
 const A_OTHER_OUTLET_AGENT: &[&str] = &["a_agent_o2"];
+/// The person the routing agent routes name (`{agent}`), signed in as themself.
+const THE_AGENT: &[&str] = &["a_agent"];
 const A_VIEWERS: &[&str] = &["a_viewer", "a_viewer_key"];
 const B: &[&str] = &["b_admin", "b_admin_key"];
 const INVALID: &[&str] = &[
@@ -49,6 +51,8 @@ enum Who {
     /// session and checks role and outlets itself (tests/dashboard.rs walks those by role). Here:
     /// without a dashboard session, nobody is served it, whatever else they hold.
     Page,
+    /// Admins, and the person the path's `{agent}` names (signed in, not by an API key).
+    AdminOrSelf,
 }
 
 fn allowed(who: Who) -> BTreeSet<&'static str> {
@@ -85,6 +89,11 @@ fn allowed(who: Who) -> BTreeSet<&'static str> {
         Who::Admin => {
             add(&mut s, A_PEOPLE_ADMINS);
             add(&mut s, A_ADMIN_KEYS);
+        }
+        Who::AdminOrSelf => {
+            add(&mut s, A_PEOPLE_ADMINS);
+            add(&mut s, A_ADMIN_KEYS);
+            add(&mut s, THE_AGENT);
         }
         Who::AgentOfOutlet | Who::ViewerOfOutlet | Who::Viewer => {
             add(&mut s, A_PEOPLE_ADMINS);
@@ -286,6 +295,53 @@ fn matrix() -> Vec<(&'static str, &'static str, Who)> {
         ("GET", "/dash/admin/plan", Page),
         ("GET", "/dash/admin/audit", Page),
         ("GET", "/dash/operator", Page),
+        ("GET", "/api/v1/tenants/{tenant}/agents", Admin),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/agents/{agent}",
+            AdminOrSelf,
+        ),
+        ("PUT", "/api/v1/tenants/{tenant}/agents/{agent}", Admin),
+        ("DELETE", "/api/v1/tenants/{tenant}/agents/{agent}", Admin),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant}/agents/{agent}/presence",
+            AdminOrSelf,
+        ),
+        ("GET", "/api/v1/tenants/{tenant}/routing/queue", Viewer),
+        ("GET", "/api/v1/tenants/{tenant}/routing/settings", Admin),
+        ("PUT", "/api/v1/tenants/{tenant}/routing/settings", Admin),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/outlets/{outlet}/hours",
+            Viewer,
+        ),
+        (
+            "PUT",
+            "/api/v1/tenants/{tenant}/outlets/{outlet}/hours",
+            Admin,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tenants/{tenant}/outlets/{outlet}/hours",
+            Admin,
+        ),
+        (
+            "POST",
+            "/api/v1/tenants/{tenant}/conversations/{id}/assign",
+            Admin,
+        ),
+        ("GET", "/api/v1/tenants/{tenant}/analytics", Viewer),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/analytics/export/{table}",
+            Viewer,
+        ),
+        (
+            "GET",
+            "/api/v1/tenants/{tenant}/analytics/charts/{chart}",
+            Viewer,
+        ),
     ]
 }
 
@@ -356,7 +412,8 @@ async fn fixture(app: &TestApp) -> Fixture {
 
     app.create_user("alpha", "admin@alpha.test", "admin", &[])
         .await;
-    app.create_user("alpha", "agent@alpha.test", "agent", &[&o1])
+    let agent = app
+        .create_user("alpha", "agent@alpha.test", "agent", &[&o1])
         .await;
     app.create_user("alpha", "agent2@alpha.test", "agent", &[&o2])
         .await;
@@ -436,6 +493,10 @@ async fn fixture(app: &TestApp) -> Fixture {
         ("kb", "no-such-base".to_string()),
         ("doc", "0190a0a0-0000-7000-8000-000000000000".to_string()),
         ("action", "takeover".to_string()),
+        ("agent", agent),
+        ("outlet", o1),
+        ("table", "days".to_string()),
+        ("chart", "daily".to_string()),
     ]);
     Fixture { creds, params }
 }
@@ -484,6 +545,15 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<Value> {
             json!({"email": format!("i{n}@alpha.test"), "role": "agent"})
         }
         "/api/v1/tenants/{tenant}/api-keys" => json!({"name": format!("k{n}"), "role": "viewer"}),
+        "/api/v1/tenants/{tenant}/agents/{agent}" => json!({"capacity": 3}),
+        "/api/v1/tenants/{tenant}/agents/{agent}/presence" => json!({"online": true}),
+        "/api/v1/tenants/{tenant}/routing/settings" => {
+            json!({"allow_bot_return": false, "unhelpful_turn_limit": 2})
+        }
+        "/api/v1/tenants/{tenant}/outlets/{outlet}/hours" => {
+            json!({"monday": [{"open": "09:00", "close": "17:00"}]})
+        }
+        "/api/v1/tenants/{tenant}/conversations/{id}/assign" => json!({"agent": null}),
         "/webhooks/whatsapp" => json!({"object": "whatsapp_business_account", "entry": []}),
         "/api/v1/tenants/{tenant}/knowledge-bases" => json!({"name": format!("Base {n}")}),
         "/api/v1/tenants/{tenant}/knowledge/search" => json!({"query": "opening hours"}),

@@ -207,13 +207,31 @@ async fn deleting_a_tenant_removes_its_data_everywhere_and_reports_it() {
         assert_eq!(ready[0]["status"], "ready", "{ready:?}");
     }
 
-    // Both tenants get the works: people, sessions, keys, invitations, outlets, conversations,
-    // a failed sign-in (lockout counter), audit entries.
+    // Both tenants get the works: people, sessions, keys, invitations, outlets, conversations
+    // (and their analytics), routing agents, hours and settings, a failed sign-in (lockout
+    // counter), audit entries.
     let mut sessions = Vec::new();
     for slug in ["doomed", "keeper"] {
-        app.create_outlet(slug, "Main street").await;
-        app.create_user(slug, &format!("admin@{slug}.test"), "admin", &[])
+        let outlet = app.create_outlet(slug, "Main street").await;
+        let admin = app
+            .create_user(slug, &format!("admin@{slug}.test"), "admin", &[])
             .await;
+        // Routing: the admin takes conversations, within the outlet's hours.
+        app.put(
+            &format!("/api/v1/tenants/{slug}/agents/{admin}"),
+            json!({"capacity": 2}),
+        )
+        .await;
+        app.put(
+            &format!("/api/v1/tenants/{slug}/outlets/{outlet}/hours"),
+            json!({"monday": [{"open": "09:00", "close": "17:00"}]}),
+        )
+        .await;
+        app.put(
+            &format!("/api/v1/tenants/{slug}/routing/settings"),
+            json!({"allow_bot_return": true, "unhelpful_turn_limit": 3}),
+        )
+        .await;
         sessions.push(app.sign_in(&format!("admin@{slug}.test")).await);
         assert_eq!(
             app.sign_in_raw(&format!("admin@{slug}.test"), "wrong password!!")

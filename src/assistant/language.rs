@@ -124,6 +124,69 @@ pub fn dont_know_offer_human(lang: Lang) -> &'static str {
     }
 }
 
+/// Sent when a customer asks for the assistant back and the tenant allows it.
+pub fn assistant_back(lang: Lang) -> &'static str {
+    match lang {
+        Lang::English => "You're back with the assistant. How can I help?",
+        Lang::Indonesian => {
+            "Baik, Anda kembali terhubung dengan asisten. Ada yang bisa saya bantu?"
+        }
+    }
+}
+
+const HARI: [&str; 7] = [
+    "Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Sent on a handoff outside business hours with nobody online: when the team will answer.
+/// `opens` and `now` are in the tenant's time zone; the zone's abbreviation follows the time.
+pub fn closed_notice(lang: Lang, opens: &jiff::Zoned, now: &jiff::Zoned) -> String {
+    let days_ahead = (opens.date() - now.date()).get_days();
+    let weekday = opens.weekday().to_monday_zero_offset() as usize;
+    let zone = opens.strftime("%Z").to_string();
+    match lang {
+        Lang::English => {
+            let time = format!("{:02}:{:02} {zone}", opens.hour(), opens.minute());
+            let when = match days_ahead {
+                0 => format!("today at {time}"),
+                1 => format!("tomorrow at {time}"),
+                _ => format!("on {} at {time}", DAYS[weekday]),
+            };
+            format!(
+                "Thanks for your message. Our team is away right now and will reply here {when}."
+            )
+        }
+        Lang::Indonesian => {
+            let time = format!("{:02}.{:02} {zone}", opens.hour(), opens.minute());
+            let when = match days_ahead {
+                0 => format!("hari ini pukul {time}"),
+                1 => format!("besok pukul {time}"),
+                _ => format!("hari {} pukul {time}", HARI[weekday]),
+            };
+            format!(
+                "Terima kasih atas pesan Anda. Tim kami sedang tidak bertugas dan akan membalas di sini {when}."
+            )
+        }
+    }
+}
+
+/// Sent on a handoff when the team has no opening hours at all and nobody is online.
+pub fn closed_notice_no_hours(lang: Lang) -> &'static str {
+    match lang {
+        Lang::English => "Thanks for your message. Our team is away right now and will reply here as soon as they can.",
+        Lang::Indonesian => "Terima kasih atas pesan Anda. Tim kami sedang tidak bertugas dan akan membalas di sini secepatnya.",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +205,23 @@ mod tests {
         assert_eq!(detect("jam berapa buka hari minggu"), Lang::Indonesian);
         assert_eq!(detect("What time do you open on Sunday?"), Lang::English);
         assert_eq!(detect("👍"), Lang::English);
+    }
+
+    #[test]
+    fn closed_notices_say_when_in_the_customers_language() {
+        let tz = jiff::tz::TimeZone::get("Asia/Jakarta").unwrap();
+        let z = |s: &str| {
+            s.parse::<jiff::civil::DateTime>()
+                .unwrap()
+                .to_zoned(tz.clone())
+                .unwrap()
+        };
+        let now = z("2024-05-17T19:00"); // a Friday
+        let en = closed_notice(Lang::English, &z("2024-05-18T08:30"), &now);
+        assert!(en.contains("tomorrow at 08:30 WIB"), "{en}");
+        let id = closed_notice(Lang::Indonesian, &z("2024-05-20T08:00"), &now);
+        assert!(id.contains("hari Senin pukul 08.00 WIB"), "{id}");
+        let today = closed_notice(Lang::English, &z("2024-05-17T21:00"), &now);
+        assert!(today.contains("today at 21:00"), "{today}");
     }
 }

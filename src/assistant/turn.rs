@@ -9,7 +9,8 @@ use super::language::{self, Lang};
 use super::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, ToolDef};
 use super::{intent, Assistant, KnowledgePassage};
 use crate::billing::meter::TokenUsage;
-use crate::conversations::actions::{clear_pending_turn, hand_off, queue_outbound};
+use crate::conversations::actions::{clear_pending_turn, hand_off_with, queue_outbound};
+use crate::conversations::routing::{self, Routed};
 use crate::conversations::turns::{ScheduledTurn, TurnFuture, TurnResult, TurnRunner};
 use crate::conversations::{
     Author, Conversation, ConversationState, HandoffReason, LiveUpdate, Message, MessageBody,
@@ -68,19 +69,6 @@ impl TurnRunner for Assistant {
     }
 }
 
-/// The metrics label of a handoff reason (a closed set).
-fn handoff_label(reason: &HandoffReason) -> &'static str {
-    match reason {
-        HandoffReason::CustomerAsked => "customer_asked",
-        HandoffReason::NoGroundedAnswer => "no_grounded_answer",
-        HandoffReason::ToolCall { .. } => "tool_call",
-        HandoffReason::ProviderFailure { .. } => "provider_failure",
-        HandoffReason::ToolLoop => "tool_loop",
-        HandoffReason::NonTextMessage => "non_text_message",
-        HandoffReason::QuotaExhausted => "quota_exhausted",
-    }
-}
-
 struct TurnInput {
     tenant: Tenant,
     conversation: Conversation,
@@ -88,6 +76,10 @@ struct TurnInput {
     /// The customer's messages since the last reply, joined.
     question: String,
     last_customer_wamid: Option<String>,
+    /// The customer says the last answer did not help, or asks again what was answered.
+    unhelpful: bool,
+    /// Unhelpful turns the tenant tolerates before handing off.
+    unhelpful_limit: u32,
     /// Tokens the model reported for this turn (recorded in the commit, for cost visibility).
     tokens: std::sync::Mutex<TokenUsage>,
 }
@@ -102,6 +94,27 @@ impl TurnInput {
 
     fn tokens(&self) -> TokenUsage {
         *self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the commit needs to know about the turn besides its decision.
+#[derive(Debug, Clone)]
+pub(crate) struct TurnFacts {
+    pub(crate) lang: Lang,
+    /// The customer's question, kept with a handoff for the agent (and unanswered-question
+    /// analytics).
+    pub(crate) question: String,
+    pub(crate) unhelpful: bool,
+}
+
+impl TurnFacts {
+    /// A turn with nothing known beyond its language (benchmarks, replays).
+    pub(crate) fn in_language(lang: Lang) -> Self {
+        TurnFacts {
+            lang,
+            question: String::new(),
+            unhelpful: false,
+        }
     }
 }
 
@@ -123,7 +136,12 @@ impl Assistant {
             Some(handoff) => handoff,
             None => self.decide(&input).await,
         };
-        self.commit(turn, decision, lang, input.tokens()).await
+        let facts = TurnFacts {
+            lang,
+            question: input.question.clone(),
+            unhelpful: input.unhelpful,
+        };
+        self.commit(turn, decision, facts, input.tokens()).await
     }
 
     /// The cheap read before calling the model: with the period's quota used up (and no
@@ -179,26 +197,35 @@ impl Assistant {
                 .collect();
             history.reverse();
             let mut pending_questions = Vec::new();
+            let mut answered = Vec::new();
             let mut last_customer_wamid = None;
+            let mut replied = false;
             for m in history.iter().rev() {
                 match m.author {
+                    Author::Customer if replied => answered.push(m.body.preview_text()),
                     Author::Customer => {
                         if last_customer_wamid.is_none() {
                             last_customer_wamid = m.wamid.clone();
                         }
                         pending_questions.push(m.body.preview_text());
                     }
-                    Author::Assistant | Author::Agent => break,
+                    Author::Assistant | Author::Agent => replied = true,
                     Author::System => {}
                 }
             }
             pending_questions.reverse();
+            let question = pending_questions.join("\n");
+            let unhelpful =
+                intent::says_unhelpful(&question) || intent::is_repeat(&question, &answered);
+            let unhelpful_limit = routing::settings_in(&t)?.unhelpful_turn_limit;
             Ok(Some(TurnInput {
                 tenant,
                 conversation,
                 history,
-                question: pending_questions.join("\n"),
+                question,
                 last_customer_wamid,
+                unhelpful,
+                unhelpful_limit,
                 tokens: Default::default(),
             }))
         })
@@ -214,6 +241,20 @@ impl Assistant {
         if intent::wants_human(&input.question) {
             return Decision::HandOff {
                 reason: HandoffReason::CustomerAsked,
+                notice: language::handoff_notice(lang).into(),
+            };
+        }
+        if let Some(keyword) = intent::complaint_keyword(&input.question) {
+            return Decision::HandOff {
+                reason: HandoffReason::Complaint {
+                    keyword: keyword.to_string(),
+                },
+                notice: language::handoff_notice(lang).into(),
+            };
+        }
+        if input.unhelpful && input.conversation.unhelpful_turns + 1 >= input.unhelpful_limit {
+            return Decision::HandOff {
+                reason: HandoffReason::RepeatedUnhelpful,
                 notice: language::handoff_notice(lang).into(),
             };
         }
@@ -347,14 +388,14 @@ impl Assistant {
         &self,
         turn: ScheduledTurn,
         decision: Decision,
-        lang: Lang,
+        facts: TurnFacts,
         tokens: TokenUsage,
     ) -> Result<(), StoreError> {
         let tenant = turn.tenant;
         let metering = self.metering;
         let (outcome, handoff) = match &decision {
             Decision::Reply { .. } => ("reply", None),
-            Decision::HandOff { reason, .. } => ("handoff", Some(handoff_label(reason))),
+            Decision::HandOff { reason, .. } => ("handoff", Some(reason.code())),
             Decision::Silent => ("silent", None),
         };
         let changed = self
@@ -384,13 +425,16 @@ impl Assistant {
                     return Ok(true);
                 }
                 let decision = if metering {
-                    metered(ctx, tenant, &decision, lang, now)?
+                    metered(ctx, tenant, &decision, facts.lang, now)?
                 } else {
                     decision.clone()
                 };
                 match &decision {
                     Decision::Silent => {}
                     Decision::Reply { text, sources } => {
+                        if facts.unhelpful {
+                            c.unhelpful_turns += 1;
+                        }
                         queue_outbound(
                             ctx,
                             tenant,
@@ -404,18 +448,29 @@ impl Assistant {
                         )?;
                     }
                     Decision::HandOff { reason, notice } => {
+                        let routed = hand_off_with(
+                            ctx,
+                            tenant,
+                            &mut c,
+                            reason.clone(),
+                            Some(facts.question.clone()),
+                        )?;
+                        // Nobody to take it now: outside business hours, say when.
+                        let away = match routed {
+                            Routed::Queued => routing::away_notice(ctx, tenant, &c, facts.lang)?,
+                            Routed::Assigned { .. } => None,
+                        };
                         queue_outbound(
                             ctx,
                             tenant,
                             &mut c,
                             Author::Assistant,
                             OutboundContent::Text {
-                                body: notice.clone(),
+                                body: away.unwrap_or_else(|| notice.clone()),
                                 preview_url: false,
                             },
                             Vec::new(),
                         )?;
-                        hand_off(ctx, tenant, &mut c, reason.clone())?;
                     }
                 }
                 ctx.tenant(tenant)

@@ -19,7 +19,7 @@ use super::plans::Limit;
 use super::subscription::set_overrides;
 use super::LimitOverrides;
 use crate::assistant::language::Lang;
-use crate::assistant::turn::Decision;
+use crate::assistant::turn::{Decision, TurnFacts};
 use crate::assistant::Assistant;
 use crate::config::GraphSettings;
 use crate::conversations::turns::ScheduledTurn;
@@ -219,6 +219,8 @@ async fn prepare_turns(
                         last_customer_message_ms: now,
                         last_message_ms: now,
                         message_count: 1,
+                        assigned_agent: None,
+                        unhelpful_turns: 0,
                     };
                     t.put(&CONVERSATIONS, c.id.as_bytes(), &c)?;
                     t.put(
@@ -293,7 +295,12 @@ pub async fn run(opts: QuotaBenchOptions) -> anyhow::Result<QuotaBenchReport> {
                 }
                 let started = Instant::now();
                 assistant
-                    .commit(turn, decision, Lang::English, Default::default())
+                    .commit(
+                        turn,
+                        decision,
+                        TurnFacts::in_language(Lang::English),
+                        Default::default(),
+                    )
                     .await?;
                 let took = started.elapsed();
                 if metering {

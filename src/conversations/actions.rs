@@ -3,6 +3,7 @@
 
 use super::feed::{put_conversation, put_message, FeedKind};
 use super::model::*;
+use super::routing::{self, Routed};
 use super::turns::{schedule_key, TURN_SCHEDULE};
 use crate::events::{publish, EventPayload};
 use crate::storage::{ConversationId, MessageId, Store, StoreError, TenantId, WriteCtx};
@@ -114,16 +115,44 @@ pub fn hand_off(
     conversation: &mut Conversation,
     reason: HandoffReason,
 ) -> Result<(), StoreError> {
+    hand_off_with(ctx, tenant, conversation, reason, None).map(|_| ())
+}
+
+/// Hands off (as [`hand_off`]) and routes the conversation to the next agent in line or its
+/// outlet's queue, announcing `conversation.updated` in the same commit. `question` is what the
+/// customer asked in the turn that handed off. The caller saves the conversation.
+pub fn hand_off_with(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: &mut Conversation,
+    reason: HandoffReason,
+    question: Option<String>,
+) -> Result<Routed, StoreError> {
     conversation.state = ConversationState::PendingHuman;
-    add_note(
+    conversation.unhelpful_turns = 0;
+    let note = add_note(
         ctx,
         tenant,
         conversation,
         Author::System,
         format!("Handed to a person: {}", reason.describe()),
     )?;
-    conversation.handoff_reason = Some(reason);
-    clear_pending_turn(ctx, tenant, conversation.id)
+    conversation.handoff_reason = Some(reason.clone());
+    clear_pending_turn(ctx, tenant, conversation.id)?;
+    let routed = routing::route(&mut ctx.tenant(tenant), conversation, note.created_at_ms)?;
+    publish(
+        ctx,
+        tenant,
+        EventPayload::ConversationHandedOff {
+            conversation: conversation.id,
+            outlet: conversation.outlet,
+            reason,
+            at_ms: note.created_at_ms,
+            question,
+            agent: conversation.assigned_agent.clone(),
+        },
+    )?;
+    Ok(routed)
 }
 
 fn save(ctx: &mut WriteCtx<'_>, tenant: TenantId, c: &Conversation) -> Result<(), StoreError> {
@@ -136,6 +165,20 @@ pub async fn take_over(
     tenant: TenantId,
     conversation: ConversationId,
 ) -> Result<Conversation, StoreError> {
+    take_over_by(store, tenant, conversation, None)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// [`take_over`] by the person `taker` (a user id): when they are an agent, the conversation is
+/// theirs from now on (the slot of whoever it was routed to goes to the next in the queue).
+/// Also returns the other conversations whose assignment changed (for live updates).
+pub async fn take_over_by(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+    taker: Option<String>,
+) -> Result<(Conversation, Vec<ConversationId>), StoreError> {
     store
         .write(move |ctx| {
             let mut c = load(ctx, tenant, conversation)?;
@@ -146,6 +189,18 @@ pub async fn take_over(
                 ));
             }
             c.state = ConversationState::Human;
+            // Someone has it now: it no longer waits in the queue. Without a taker who is an
+            // agent, whoever it was routed to keeps the slot.
+            routing::dequeue(&mut ctx.tenant(tenant), &c)?;
+            let reassigned = match &taker {
+                Some(user) => routing::taken_by(
+                    &mut ctx.tenant(tenant),
+                    &mut c,
+                    user,
+                    crate::events::now_ms(),
+                )?,
+                None => Vec::new(),
+            };
             add_note(
                 ctx,
                 tenant,
@@ -155,7 +210,7 @@ pub async fn take_over(
             )?;
             clear_pending_turn(ctx, tenant, conversation)?;
             save(ctx, tenant, &c)?;
-            Ok(c)
+            Ok((c, reassigned))
         })
         .await
 }
@@ -189,6 +244,7 @@ pub async fn agent_reply(
             if c.state != ConversationState::Human {
                 c.state = ConversationState::Human;
                 clear_pending_turn(ctx, tenant, conversation)?;
+                routing::dequeue(&mut ctx.tenant(tenant), &c)?;
             }
             let message = queue_outbound(
                 ctx,
@@ -213,6 +269,18 @@ pub async fn hand_back(
     tenant: TenantId,
     conversation: ConversationId,
 ) -> Result<Conversation, StoreError> {
+    hand_back_routed(store, tenant, conversation)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// [`hand_back`], also returning the queued conversations the freed agent slot went to (for
+/// live updates).
+pub async fn hand_back_routed(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<(Conversation, Vec<ConversationId>), StoreError> {
     store
         .write(move |ctx| {
             let mut c = load(ctx, tenant, conversation)?;
@@ -224,6 +292,8 @@ pub async fn hand_back(
             }
             c.state = ConversationState::Bot;
             c.handoff_reason = None;
+            c.unhelpful_turns = 0;
+            routing::leave(&mut ctx.tenant(tenant), &mut c)?;
             add_note(
                 ctx,
                 tenant,
@@ -232,7 +302,8 @@ pub async fn hand_back(
                 "Handed back to the assistant".into(),
             )?;
             save(ctx, tenant, &c)?;
-            Ok(c)
+            let drained = routing::drain(&mut ctx.tenant(tenant), crate::events::now_ms())?;
+            Ok((c, drained))
         })
         .await
 }
@@ -244,15 +315,32 @@ pub async fn close(
     tenant: TenantId,
     conversation: ConversationId,
 ) -> Result<Conversation, StoreError> {
+    close_routed(store, tenant, conversation)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// [`close`], also returning the queued conversations the freed agent slot went to (for live
+/// updates).
+pub async fn close_routed(
+    store: &Store,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<(Conversation, Vec<ConversationId>), StoreError> {
     store
         .write(move |ctx| {
             let mut c = load(ctx, tenant, conversation)?;
             if c.state == ConversationState::Closed {
-                return Ok(c);
+                return Ok((c, Vec::new()));
             }
             c.state = ConversationState::Closed;
             c.closed_at_ms = Some(crate::events::now_ms());
             clear_pending_turn(ctx, tenant, conversation)?;
+            // The agent's slot and the queue place go with it; the assignment stays on the
+            // closed record (who handled it).
+            let held_by = c.assigned_agent.clone();
+            routing::leave(&mut ctx.tenant(tenant), &mut c)?;
+            c.assigned_agent = held_by;
             ctx.tenant(tenant)
                 .delete(&OPEN_CONVERSATION, &open_key(c.channel, &c.contact_wa_id))?;
             save(ctx, tenant, &c)?;
@@ -261,7 +349,8 @@ pub async fn close(
                 tenant,
                 EventPayload::ConversationCompleted { conversation },
             )?;
-            Ok(c)
+            let drained = routing::drain(&mut ctx.tenant(tenant), crate::events::now_ms())?;
+            Ok((c, drained))
         })
         .await
 }

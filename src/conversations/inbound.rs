@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use super::feed::{put_message, FeedKind};
+use super::actions::{add_note, queue_outbound};
+use super::feed::{put_conversation, put_message, FeedKind};
 use super::model::*;
+use super::routing;
 use super::turns::{schedule_key, ScheduledTurn, TurnScheduler, TURN_SCHEDULE};
 use super::{LiveBus, LiveUpdate};
 use crate::events::{
@@ -13,8 +15,10 @@ use crate::events::{
 };
 use crate::storage::{
     ChannelId, ContactId, ConversationId, MessageId, Store, StoreError, TenantId, TenantWrite,
+    WriteCtx,
 };
 use crate::tenants::{TenantStatus, CHANNELS, TENANTS};
+use crate::whatsapp::outbound::OutboundContent;
 use crate::whatsapp::payload::{DeliveryStatus, InboundMessage, MessageContent, StatusUpdate};
 
 pub struct ConversationsHandler {
@@ -82,6 +86,8 @@ struct Filed {
     conversation: ConversationId,
     message: Option<MessageId>,
     scheduled: Option<ScheduledTurn>,
+    /// Conversations whose routing changed (a bot return freed an agent's slot).
+    routed: Vec<ConversationId>,
 }
 
 impl ConversationsHandler {
@@ -106,12 +112,31 @@ impl ConversationsHandler {
                 };
                 let active = tenant_row.status == TenantStatus::Active;
                 let now = crate::events::now_ms();
-                let mut t = ctx.tenant(tenant);
-                let filed =
-                    file_into_conversation(&mut t, channel, profile_name.clone(), &inbound, now)?;
+                let filed = file_into_conversation(
+                    &mut ctx.tenant(tenant),
+                    channel,
+                    profile_name.clone(),
+                    &inbound,
+                    now,
+                )?;
                 let mut scheduled = None;
-                if let Some((conversation, state, content_starts_turn)) = filed.1 {
-                    if state == ConversationState::Bot && active && content_starts_turn {
+                let mut routed = Vec::new();
+                if let Some(fresh) = &filed.fresh {
+                    let conversation = filed.conversation;
+                    if let Some(opened) = &fresh.opened {
+                        crate::events::publish(ctx, tenant, opened.clone())?;
+                    }
+                    let held = matches!(
+                        fresh.state,
+                        ConversationState::PendingHuman | ConversationState::Human
+                    );
+                    if held && active {
+                        if let MessageContent::Text { body } = &inbound.content {
+                            routed = bot_return(ctx, tenant, conversation, body, now)?;
+                        }
+                    }
+                    let mut t = ctx.tenant(tenant);
+                    if fresh.state == ConversationState::Bot && active && fresh.starts_turn {
                         let previous = t.get(&PENDING_TURNS, conversation.as_bytes())?;
                         let turn = ScheduledTurn {
                             due_ms: now + debounce_ms,
@@ -144,9 +169,10 @@ impl ConversationsHandler {
                 }
                 crate::events::ack(ctx, consumer, seq)?;
                 Ok(Some(Filed {
-                    conversation: filed.0,
-                    message: filed.2,
+                    conversation: filed.conversation,
+                    message: filed.fresh.map(|f| f.message),
                     scheduled,
+                    routed,
                 }))
             })
             .await?;
@@ -160,6 +186,10 @@ impl ConversationsHandler {
         if filed.message.is_some() {
             self.live
                 .publish(LiveUpdate::message(tenant, filed.conversation));
+        }
+        for conversation in filed.routed {
+            self.live
+                .publish(LiveUpdate::assignment(tenant, conversation));
         }
         Ok(())
     }
@@ -188,11 +218,70 @@ impl ConversationsHandler {
     }
 }
 
-type FiledParts = (
-    ConversationId,
-    Option<(ConversationId, ConversationState, bool)>,
-    Option<MessageId>,
-);
+struct FiledParts {
+    conversation: ConversationId,
+    /// None when the message was filed before (a redelivery).
+    fresh: Option<FreshMessage>,
+}
+
+struct FreshMessage {
+    message: MessageId,
+    /// The conversation's state when the message arrived.
+    state: ConversationState,
+    starts_turn: bool,
+    /// The event announcing a conversation this message opened.
+    opened: Option<EventPayload>,
+}
+
+/// A customer asking for the assistant back ("bot", "kembali ke bot") while a person holds the
+/// conversation: honoured only when the tenant allows it. Returns the conversations whose
+/// routing changed (this one, and queued ones the freed slot went to).
+fn bot_return(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: ConversationId,
+    text: &str,
+    now: i64,
+) -> Result<Vec<ConversationId>, StoreError> {
+    if !crate::assistant::intent::wants_assistant(text) {
+        return Ok(Vec::new());
+    }
+    let t = ctx.tenant(tenant);
+    if !routing::settings_of(&t)?.allow_bot_return {
+        return Ok(Vec::new());
+    }
+    let Some(mut c) = t.get(&CONVERSATIONS, conversation.as_bytes())? else {
+        return Ok(Vec::new());
+    };
+    c.state = ConversationState::Bot;
+    c.handoff_reason = None;
+    c.unhelpful_turns = 0;
+    routing::leave(&mut ctx.tenant(tenant), &mut c)?;
+    add_note(
+        ctx,
+        tenant,
+        &mut c,
+        Author::System,
+        "The customer asked for the assistant back".into(),
+    )?;
+    let lang = crate::assistant::language::detect(text);
+    queue_outbound(
+        ctx,
+        tenant,
+        &mut c,
+        Author::Assistant,
+        OutboundContent::Text {
+            body: crate::assistant::language::assistant_back(lang).into(),
+            preview_url: false,
+        },
+        Vec::new(),
+    )?;
+    // Through the feed: open dashboards see the assistant take the conversation back.
+    put_conversation(&mut ctx.tenant(tenant), &c)?;
+    let mut changed = vec![c.id];
+    changed.extend(routing::drain(&mut ctx.tenant(tenant), now)?);
+    Ok(changed)
+}
 
 /// Stores one customer message (once: a wamid seen before is a no-op) in its conversation.
 fn file_into_conversation(
@@ -203,7 +292,10 @@ fn file_into_conversation(
     now: i64,
 ) -> Result<FiledParts, StoreError> {
     if let Some(existing) = t.get(&MESSAGE_BY_WAMID, inbound.wamid.as_bytes())? {
-        return Ok((existing.conversation, None, None));
+        return Ok(FiledParts {
+            conversation: existing.conversation,
+            fresh: None,
+        });
     }
     let channel = t.get(&CHANNELS, channel_id.as_bytes())?;
     let sent_ms = inbound.timestamp.saturating_mul(1000);
@@ -232,6 +324,7 @@ fn file_into_conversation(
         Some(id) => t.get(&CONVERSATIONS, id.as_bytes())?,
         None => None,
     };
+    let mut opened = None;
     let mut conversation = match existing {
         Some(c) if c.state != ConversationState::Closed => c,
         _ => {
@@ -248,8 +341,16 @@ fn file_into_conversation(
                 last_customer_message_ms: sent_ms,
                 last_message_ms: now,
                 message_count: 0,
+                assigned_agent: None,
+                unhelpful_turns: 0,
             };
             t.put(&OPEN_CONVERSATION, &open_key, &c.id)?;
+            opened = Some(EventPayload::ConversationOpened {
+                conversation: c.id,
+                channel: channel_id,
+                outlet: c.outlet,
+                opened_at_ms: c.opened_at_ms,
+            });
             c
         }
     };
@@ -289,15 +390,15 @@ fn file_into_conversation(
         },
     )?;
     t.put(&CONVERSATIONS, conversation.id.as_bytes(), &conversation)?;
-    Ok((
-        conversation.id,
-        Some((
-            conversation.id,
-            conversation.state,
-            starts_turn(&inbound.content),
-        )),
-        Some(message.id),
-    ))
+    Ok(FiledParts {
+        conversation: conversation.id,
+        fresh: Some(FreshMessage {
+            message: message.id,
+            state: conversation.state,
+            starts_turn: starts_turn(&inbound.content),
+            opened,
+        }),
+    })
 }
 
 /// Applies a status webhook to the message it concerns. Statuses only move a message forward

@@ -6,6 +6,7 @@ pub mod feed;
 pub mod inbound;
 pub mod model;
 pub mod routes;
+pub mod routing;
 pub mod turns;
 
 use serde::Serialize;
@@ -43,6 +44,14 @@ impl LiveUpdate {
             tenant,
             conversation,
             what: "state",
+        }
+    }
+    /// The conversation was routed to an agent, unassigned, or put back in the queue.
+    pub fn assignment(tenant: TenantId, conversation: ConversationId) -> Self {
+        Self {
+            tenant,
+            conversation,
+            what: "assignment",
         }
     }
 }

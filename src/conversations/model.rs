@@ -65,8 +65,14 @@ pub enum HandoffReason {
     },
     ToolLoop,
     NonTextMessage,
+    /// The customer said the answers did not help, or asked the same again, too many times.
+    RepeatedUnhelpful,
     /// The plan's assistant replies for the period are used up (and it allows no overage).
     QuotaExhausted,
+    /// The customer is angry or complaining (the keyword that showed it).
+    Complaint {
+        keyword: String,
+    },
 }
 
 impl HandoffReason {
@@ -82,9 +88,59 @@ impl HandoffReason {
             HandoffReason::NonTextMessage => {
                 "customer sent something the assistant cannot read".into()
             }
+            HandoffReason::RepeatedUnhelpful => {
+                "the assistant's answers did not help the customer".into()
+            }
             HandoffReason::QuotaExhausted => {
                 "quota exhausted: the plan's assistant replies for this period are used up".into()
             }
+            HandoffReason::Complaint { keyword } => {
+                format!("customer is upset or complaining (\"{keyword}\")")
+            }
+        }
+    }
+
+    /// Stable machine-readable code (analytics, filters, exports).
+    pub fn code(&self) -> &'static str {
+        match self {
+            HandoffReason::CustomerAsked => "customer_asked",
+            HandoffReason::NoGroundedAnswer => "no_grounded_answer",
+            HandoffReason::ToolCall { .. } => "tool_call",
+            HandoffReason::ProviderFailure { .. } => "provider_failure",
+            HandoffReason::ToolLoop => "tool_loop",
+            HandoffReason::NonTextMessage => "non_text_message",
+            HandoffReason::RepeatedUnhelpful => "repeated_unhelpful",
+            HandoffReason::QuotaExhausted => "quota_exhausted",
+            HandoffReason::Complaint { .. } => "complaint",
+        }
+    }
+
+    /// Every reason code, in the order reports list them.
+    pub const CODES: &'static [&'static str] = &[
+        "customer_asked",
+        "no_grounded_answer",
+        "tool_call",
+        "provider_failure",
+        "tool_loop",
+        "non_text_message",
+        "repeated_unhelpful",
+        "quota_exhausted",
+        "complaint",
+    ];
+
+    /// A short human label for a reason code (reports, CSV).
+    pub fn label(code: &str) -> &'static str {
+        match code {
+            "customer_asked" => "Customer asked for a person",
+            "no_grounded_answer" => "No answer in the knowledge base",
+            "tool_call" => "Assistant chose to hand off",
+            "provider_failure" => "Assistant unavailable",
+            "tool_loop" => "Assistant looped on tools",
+            "non_text_message" => "Message the assistant cannot read",
+            "repeated_unhelpful" => "Repeated unhelpful answers",
+            "quota_exhausted" => "Quota exhausted",
+            "complaint" => "Anger or complaint",
+            _ => "Other",
         }
     }
 }
@@ -104,6 +160,13 @@ pub struct Conversation {
     pub last_customer_message_ms: i64,
     pub last_message_ms: i64,
     pub message_count: u32,
+    /// The agent (user id) the conversation is routed to or held by; None while queued or bot.
+    #[serde(default)]
+    pub assigned_agent: Option<String>,
+    /// Assistant turns the customer found unhelpful (said so, or asked the same again) since the
+    /// assistant last took the conversation; reaching the tenant's limit hands it off.
+    #[serde(default)]
+    pub unhelpful_turns: u32,
 }
 
 impl Record for Conversation {
@@ -334,6 +397,49 @@ mod tests {
     }
 
     #[test]
+    fn conversations_stored_before_routing_read_as_unassigned() {
+        let c = Conversation {
+            id: ConversationId::new(),
+            channel: ChannelId::new(),
+            outlet: None,
+            contact_wa_id: "6281".into(),
+            contact_name: None,
+            state: ConversationState::PendingHuman,
+            handoff_reason: Some(HandoffReason::CustomerAsked),
+            opened_at_ms: 0,
+            closed_at_ms: None,
+            last_customer_message_ms: 0,
+            last_message_ms: 0,
+            message_count: 1,
+            assigned_agent: Some("ana".into()),
+            unhelpful_turns: 1,
+        };
+        let mut old = serde_json::to_value(&c).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("assigned_agent");
+        fields.remove("unhelpful_turns");
+        let read: Conversation = serde_json::from_value(old).unwrap();
+        assert_eq!(read.assigned_agent, None);
+        assert_eq!(read.unhelpful_turns, 0);
+        assert_eq!(read.handoff_reason, c.handoff_reason);
+    }
+
+    #[test]
+    fn handoff_reason_codes_are_listed() {
+        for reason in [
+            HandoffReason::CustomerAsked,
+            HandoffReason::RepeatedUnhelpful,
+            HandoffReason::QuotaExhausted,
+            HandoffReason::Complaint {
+                keyword: "kecewa".into(),
+            },
+        ] {
+            assert!(HandoffReason::CODES.contains(&reason.code()));
+            assert_ne!(HandoffReason::label(reason.code()), "Other");
+        }
+    }
+
+    #[test]
     fn window_is_24_hours_from_the_customer() {
         let c = Conversation {
             id: ConversationId::new(),
@@ -348,6 +454,8 @@ mod tests {
             last_customer_message_ms: 1_000,
             last_message_ms: 1_000,
             message_count: 1,
+            assigned_agent: None,
+            unhelpful_turns: 0,
         };
         assert!(c.window_open(1_000 + SERVICE_WINDOW_MS - 1));
         assert!(!c.window_open(1_000 + SERVICE_WINDOW_MS));

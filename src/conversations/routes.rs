@@ -9,7 +9,7 @@ use super::{actions, Conversation, ConversationState, LiveUpdate, Message};
 use crate::people::audit::{self, AuditEntry};
 use crate::people::Role;
 use crate::storage::{ConversationId, TenantId};
-use crate::web::auth::TenantCtx;
+use crate::web::auth::{Member, MemberKind, Principal, TenantCtx};
 use crate::web::{Access, Api, ApiError, AppState};
 
 pub fn api() -> Api {
@@ -135,8 +135,18 @@ async fn take_over(
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
     let id = conversation.id;
-    let c = actions::take_over(&state.store, tenant, id).await?;
+    let taker = match &ctx.principal {
+        Principal::Member(Member {
+            kind: MemberKind::User { id, .. },
+            ..
+        }) => Some(id.to_string()),
+        _ => None,
+    };
+    let (c, reassigned) = actions::take_over_by(&state.store, tenant, id, taker).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
+    for other in reassigned {
+        state.live.publish(LiveUpdate::assignment(tenant, other));
+    }
     audit::record_now(
         &state.store,
         AuditEntry::new(
@@ -177,8 +187,11 @@ async fn hand_back(
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
     let id = conversation.id;
-    let c = actions::hand_back(&state.store, tenant, id).await?;
+    let (c, routed) = actions::hand_back_routed(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
+    for other in routed {
+        state.live.publish(LiveUpdate::assignment(tenant, other));
+    }
     Ok(Json(c))
 }
 
@@ -189,7 +202,10 @@ async fn close(
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
     let id = conversation.id;
-    let c = actions::close(&state.store, tenant, id).await?;
+    let (c, routed) = actions::close_routed(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
+    for other in routed {
+        state.live.publish(LiveUpdate::assignment(tenant, other));
+    }
     Ok(Json(c))
 }

@@ -10,9 +10,11 @@ mod dispatch;
 
 use serde::{Deserialize, Serialize};
 
+use crate::conversations::HandoffReason;
 use crate::storage::collections as tags;
 use crate::storage::{
-    ChannelId, ConversationId, GlobalCollection, MessageId, Record, StoreError, TenantId, WriteCtx,
+    ChannelId, ConversationId, GlobalCollection, MessageId, OutletId, Record, StoreError, TenantId,
+    WriteCtx,
 };
 use crate::whatsapp::payload::{InboundMessage, StatusUpdate};
 
@@ -30,6 +32,9 @@ pub enum Topic {
     BillingQuotaWarning,
     #[serde(rename = "conversation.completed")]
     ConversationCompleted,
+    /// A conversation opened or went to a person (analytics; later the audit trail).
+    #[serde(rename = "conversation.updated")]
+    ConversationUpdated,
 }
 
 impl Topic {
@@ -40,6 +45,7 @@ impl Topic {
             Topic::KnowledgeDocumentUploaded => "knowledge.document.uploaded",
             Topic::BillingQuotaWarning => "billing.quota.warning",
             Topic::ConversationCompleted => "conversation.completed",
+            Topic::ConversationUpdated => "conversation.updated",
         }
     }
 }
@@ -74,6 +80,24 @@ pub enum EventPayload {
     ConversationCompleted {
         conversation: ConversationId,
     },
+    /// A customer's first message opened a conversation (`opened_at_ms` as stored on it).
+    ConversationOpened {
+        conversation: ConversationId,
+        channel: ChannelId,
+        outlet: Option<OutletId>,
+        opened_at_ms: i64,
+    },
+    /// The conversation went to a person. `at_ms` is the time of the handoff note; `question` is
+    /// what the customer asked in the turn that handed off (the unanswered question when the
+    /// reason is `no_grounded_answer`); `agent` is who it was routed to (None: queued).
+    ConversationHandedOff {
+        conversation: ConversationId,
+        outlet: Option<OutletId>,
+        reason: HandoffReason,
+        at_ms: i64,
+        question: Option<String>,
+        agent: Option<String>,
+    },
 }
 
 impl EventPayload {
@@ -86,6 +110,8 @@ impl EventPayload {
             EventPayload::DocumentUploaded { .. } => Topic::KnowledgeDocumentUploaded,
             EventPayload::QuotaWarning { .. } => Topic::BillingQuotaWarning,
             EventPayload::ConversationCompleted { .. } => Topic::ConversationCompleted,
+            EventPayload::ConversationOpened { .. }
+            | EventPayload::ConversationHandedOff { .. } => Topic::ConversationUpdated,
         }
     }
 }
@@ -119,6 +145,8 @@ pub enum Consumer {
     Sender,
     /// The knowledge service ingesting its own uploads.
     Knowledge,
+    /// Keeps the analytics aggregates (tag 4: 3 is taken by the knowledge consumer).
+    Analytics,
 }
 
 impl Consumer {
@@ -126,6 +154,7 @@ impl Consumer {
         Consumer::Conversations,
         Consumer::Sender,
         Consumer::Knowledge,
+        Consumer::Analytics,
     ];
 
     fn tag(&self) -> u8 {
@@ -133,6 +162,7 @@ impl Consumer {
             Consumer::Conversations => 1,
             Consumer::Sender => 2,
             Consumer::Knowledge => 3,
+            Consumer::Analytics => 4,
         }
     }
 
@@ -142,6 +172,13 @@ impl Consumer {
             Consumer::Conversations => matches!(topic, Topic::WhatsappIncoming),
             Consumer::Sender => matches!(topic, Topic::WhatsappOutgoing),
             Consumer::Knowledge => matches!(topic, Topic::KnowledgeDocumentUploaded),
+            Consumer::Analytics => matches!(
+                topic,
+                Topic::WhatsappIncoming
+                    | Topic::WhatsappOutgoing
+                    | Topic::ConversationCompleted
+                    | Topic::ConversationUpdated
+            ),
         }
     }
 
@@ -150,6 +187,7 @@ impl Consumer {
             Consumer::Conversations => "conversations",
             Consumer::Sender => "whatsapp_sender",
             Consumer::Knowledge => "knowledge",
+            Consumer::Analytics => "analytics",
         }
     }
 }
@@ -217,6 +255,19 @@ pub fn ack(ctx: &mut WriteCtx<'_>, consumer: Consumer, seq: u64) -> Result<(), S
     ctx.operator()
         .delete(&EVENT_QUEUE, &queue_key(consumer, seq))?;
     Ok(())
+}
+
+/// Acks a delivery in the caller's write if it is still queued, and says whether it was. A
+/// consumer whose effect is not naturally idempotent (adding to counters) applies the effect only
+/// when this returns true: the queue row is then its per-event marker, and a redelivered event
+/// (already acked in an earlier commit) changes nothing.
+pub fn ack_if_queued(
+    ctx: &mut WriteCtx<'_>,
+    consumer: Consumer,
+    seq: u64,
+) -> Result<bool, StoreError> {
+    ctx.operator()
+        .delete(&EVENT_QUEUE, &queue_key(consumer, seq))
 }
 
 /// Queue depth per consumer (metrics, readiness, tests).

@@ -1,9 +1,11 @@
 //! Per-tenant retention of conversations (and, through a hook, documents), and erasure of one
 //! customer's data on request. Both delete the same things for a conversation: its messages, the
 //! wamid index and the webhook dedupe markers of those messages, its pending turn, its open-pointer;
-//! erasure also removes the contact and any queued or parked event about the customer. Search
-//! indexes and analytics are told through [`DataHooks`]. Each erasure writes an audit record, in
-//! the same commit, without the customer's number (only a keyed hash of it).
+//! erasure also removes the contact and any queued or parked event about the customer. Routing
+//! lets go of the conversation (its agent's slot, its queue place) in the same commit. Search
+//! indexes and analytics are told through [`DataHooks`]: their rows in the store in the same
+//! commit, anything else after it. Each erasure writes an audit record, in the same commit,
+//! without the customer's number (only a keyed hash of it).
 
 use std::sync::{Arc, RwLock};
 
@@ -95,6 +97,18 @@ pub trait DataHooks: Send + Sync {
     fn documents_expired(&self, tenant: TenantId, before_ms: i64) {
         let _ = (tenant, before_ms);
     }
+    /// Removes the service's rows derived from `conversations`, in the commit that deletes them
+    /// (erasure or retention): nothing derived from a deleted conversation outlives it, even
+    /// across a crash. Returns the rows removed or rewritten.
+    fn forget_conversations_in(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        tenant: TenantId,
+        conversations: &[ConversationId],
+    ) -> Result<u64, StoreError> {
+        let _ = (ctx, tenant, conversations);
+        Ok(0)
+    }
 }
 
 #[derive(Clone, Default)]
@@ -114,6 +128,27 @@ impl HookRegistry {
                 f(hook.as_ref());
             }
         }
+    }
+
+    /// Every hook's [`DataHooks::forget_conversations_in`], in the caller's commit.
+    fn forget_in(
+        &self,
+        ctx: &mut WriteCtx<'_>,
+        tenant: TenantId,
+        conversations: &[ConversationId],
+    ) -> Result<u64, StoreError> {
+        if conversations.is_empty() {
+            return Ok(0);
+        }
+        let hooks: Vec<Arc<dyn DataHooks>> = match self.hooks.read() {
+            Ok(h) => h.clone(),
+            Err(_) => return Err(StoreError::Io("data hooks unavailable".into())),
+        };
+        let mut rows = 0;
+        for hook in hooks {
+            rows += hook.forget_conversations_in(ctx, tenant, conversations)?;
+        }
+        Ok(rows)
     }
 }
 
@@ -172,6 +207,8 @@ fn delete_conversation(t: &mut TenantWrite<'_, '_>, c: &Conversation) -> Result<
         t.global()
             .delete(&TURN_SCHEDULE, &schedule_key(pending.due_ms, tenant, c.id))?;
     }
+    // Its agent's slot and its queue place go with it (the caller drains the queue after).
+    crate::conversations::routing::leave(t, &mut c.clone())?;
     let open = open_key(c.channel, &c.contact_wa_id);
     if t.get(&OPEN_CONVERSATION, &open)? == Some(c.id) {
         t.delete(&OPEN_CONVERSATION, &open)?;
@@ -185,7 +222,9 @@ fn event_concerns(payload: &EventPayload, wa_id: &str, conversations: &[Conversa
         EventPayload::InboundMessage { message, .. } => message.from == wa_id,
         EventPayload::InboundStatus { status, .. } => status.recipient_id == wa_id,
         EventPayload::OutgoingMessage { conversation, .. }
-        | EventPayload::ConversationCompleted { conversation } => {
+        | EventPayload::ConversationCompleted { conversation }
+        | EventPayload::ConversationOpened { conversation, .. }
+        | EventPayload::ConversationHandedOff { conversation, .. } => {
             conversations.contains(conversation)
         }
         _ => false,
@@ -207,6 +246,8 @@ pub struct ErasureReport {
     pub messages: u64,
     pub contact: bool,
     pub events: u64,
+    /// Rows of other services derived from the customer's conversations (analytics detail).
+    pub derived_rows: u64,
     pub subject: String,
 }
 
@@ -233,6 +274,7 @@ pub async fn erase_customer(
         ));
     }
     let (who, actor) = (wa_id.clone(), actor.to_string());
+    let in_commit = hooks.clone();
     let (report, conversations) = store
         .write(move |ctx| {
             let mut report = ErasureReport {
@@ -251,7 +293,10 @@ pub async fn erase_customer(
                 report.conversations += 1;
             }
             report.contact = t.delete(&CONTACTS, who.as_bytes())?;
+            // Slots their conversations held go to whoever waits.
+            crate::conversations::routing::drain(&mut t, crate::events::now_ms())?;
             let ids: Vec<ConversationId> = theirs.iter().map(|c| c.id).collect();
+            report.derived_rows = in_commit.forget_in(ctx, tenant, &ids)?;
             let mut op = ctx.operator();
             for (key, envelope) in op.scan(&EVENT_QUEUE, &[], false, usize::MAX)? {
                 if envelope.tenant == tenant && event_concerns(&envelope.payload, &who, &ids) {
@@ -280,6 +325,7 @@ pub async fn erase_customer(
                         "messages": report.messages,
                         "contact": report.contact,
                         "events": report.events,
+                        "derived_rows": report.derived_rows,
                     }),
                 },
             )?;
@@ -323,6 +369,7 @@ pub async fn sweep(
         let cutoff = now_ms - days as i64 * DAY_MS;
         let tenant_id = tenant.id;
         loop {
+            let in_commit = hooks.clone();
             let (conversations, messages, ids) = store
                 .write(move |ctx| {
                     let mut t = ctx.tenant(tenant_id);
@@ -337,7 +384,11 @@ pub async fn sweep(
                     for c in &old {
                         messages += delete_conversation(&mut t, c)?;
                     }
+                    if !old.is_empty() {
+                        crate::conversations::routing::drain(&mut t, crate::events::now_ms())?;
+                    }
                     let ids: Vec<ConversationId> = old.iter().map(|c| c.id).collect();
+                    in_commit.forget_in(ctx, tenant_id, &ids)?;
                     Ok((old.len() as u64, messages, ids))
                 })
                 .await?;

@@ -223,6 +223,14 @@ pub async fn update(
             for e in entries {
                 audit::record(ctx, &e.tenant(tenant))?;
             }
+            // Conversations are routed only to active agents, within their outlets.
+            crate::conversations::routing::person_changed(
+                &mut ctx.tenant(tenant),
+                &id.to_string(),
+                after.status == UserStatus::Active && after.role >= Role::Agent,
+                &after.outlets,
+                crate::events::now_ms(),
+            )?;
             if after.status == UserStatus::Disabled {
                 sessions::delete_where(ctx, |s| {
                     s.subject == Subject::User { tenant, user: id }
@@ -253,6 +261,12 @@ pub async fn delete(
                 return Err(last_admin_error());
             }
             t.delete(&USERS, id.as_bytes())?;
+            // What they held waits for someone else.
+            crate::conversations::routing::retire_agent(
+                &mut t,
+                &id.to_string(),
+                crate::events::now_ms(),
+            )?;
             let mut op = ctx.operator();
             op.delete(&LOGINS, user.email.as_bytes())?;
             if let Some(subject) = &user.oidc_subject {

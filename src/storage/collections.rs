@@ -38,6 +38,17 @@ pub const RETENTION_POLICY: u8 = 50;
 pub const LIVE_FEED: u8 = 60;
 pub const CONVERSATION_EXTRAS: u8 = 61;
 pub const CANNED_RESPONSES: u8 = 62;
+// Analytics (40-44): aggregates kept by the analytics consumer.
+pub const ANALYTICS_DAYS: u8 = 40;
+pub const ANALYTICS_CONVERSATIONS: u8 = 41;
+pub const ANALYTICS_UNANSWERED: u8 = 42;
+// Handoff routing (45-49, from the analytics range: one owner for both): agents, their load,
+// the outlets' queues, business hours, settings.
+pub const ROUTING_AGENTS: u8 = 45;
+pub const ROUTING_LOAD: u8 = 46;
+pub const ROUTING_QUEUE: u8 = 47;
+pub const ROUTING_HOURS: u8 = 48;
+pub const ROUTING_SETTINGS: u8 = 49;
 
 pub const ALL_TENANT_TAGS: &[u8] = &[
     TENANT_SETTINGS,
@@ -71,6 +82,14 @@ pub const ALL_TENANT_TAGS: &[u8] = &[
     LIVE_FEED,
     CONVERSATION_EXTRAS,
     CANNED_RESPONSES,
+    ANALYTICS_DAYS,
+    ANALYTICS_CONVERSATIONS,
+    ANALYTICS_UNANSWERED,
+    ROUTING_AGENTS,
+    ROUTING_LOAD,
+    ROUTING_QUEUE,
+    ROUTING_HOURS,
+    ROUTING_SETTINGS,
 ];
 
 // Global collections (operator path; keys: tag | suffix).

@@ -377,10 +377,17 @@ async fn events_published_in_a_write_reach_the_listener_after_commit() {
         })
         .await
         .unwrap();
-    // ConversationCompleted has no in-process consumer yet; the outgoing message has one.
+    // One envelope per subscribed consumer: analytics hears both, the sender the outgoing one.
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].consumer, crate::events::Consumer::Sender);
+    let consumers: Vec<_> = seen.iter().map(|e| e.consumer).collect();
+    assert_eq!(
+        consumers,
+        [
+            crate::events::Consumer::Analytics,
+            crate::events::Consumer::Sender,
+            crate::events::Consumer::Analytics
+        ]
+    );
     assert_eq!(
         crate::events::queue_depth(&store, crate::events::Consumer::Sender).unwrap(),
         1

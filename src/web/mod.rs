@@ -68,6 +68,8 @@ pub fn api(state: &AppState) -> Api {
         // Uploads carry their own, larger body limit (knowledge.max_document_bytes).
         .merge(crate::knowledge::routes::api(&state.config.knowledge))
         .merge(dashboard::api())
+        .merge(crate::conversations::routing::routes::api())
+        .merge(crate::analytics::routes::api())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -269,6 +269,56 @@ impl TestApp {
         v
     }
 
+    /// A GET whose body is not JSON: (status, content type, body).
+    pub async fn get_raw(&self, path: &str) -> (u16, String, String) {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.url, path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, content_type, resp.text().await.unwrap_or_default())
+    }
+
+    /// A tenant in an IANA time zone (business hours and reports follow it).
+    pub async fn create_tenant_in(&self, slug: &str, time_zone: &str) -> TenantId {
+        let v = self
+            .post(
+                "/api/v1/tenants",
+                json!({"slug": slug, "name": format!("Tenant {slug}"), "time_zone": time_zone}),
+            )
+            .await;
+        v["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Connects a Cloud API number belonging to `outlet` (None: no outlet).
+    pub async fn add_cloud_channel_in(
+        &self,
+        tenant: &str,
+        phone_number_id: &str,
+        outlet: Option<&str>,
+    ) -> Value {
+        self.post(
+            &format!("/api/v1/tenants/{tenant}/channels"),
+            json!({
+                "type": "cloud_api", "name": format!("WA {phone_number_id}"),
+                "phone_number_id": phone_number_id, "waba_id": WABA_ID,
+                "access_token": ACCESS_TOKEN, "app_secret": APP_SECRET,
+                "verify_token": format!("{VERIFY_TOKEN}-{phone_number_id}"),
+                "outlet": outlet,
+            }),
+        )
+        .await
+    }
+
     pub async fn create_tenant(&self, slug: &str) -> TenantId {
         let v = self
             .post(

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod error;
+pub mod forget;
 pub mod live;
 pub mod pages;
 pub mod plan;

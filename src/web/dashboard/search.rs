@@ -392,6 +392,37 @@ impl SearchIndex {
             w.delete_term(term);
         }
         self.commit()?;
+        self.merge_away_deleted()?;
+        Ok(had)
+    }
+
+    /// Removes deleted conversations (and their messages) from the index files themselves.
+    pub fn forget(
+        &self,
+        tenant: TenantId,
+        conversations: &[ConversationId],
+    ) -> Result<(), SearchError> {
+        if conversations.is_empty() {
+            return Ok(());
+        }
+        {
+            let w = lock(&self.writer);
+            for c in conversations {
+                w.delete_term(Term::from_field_text(
+                    self.fields.conversation,
+                    &c.to_string(),
+                ));
+            }
+        }
+        self.commit()?;
+        self.merge_away_deleted()?;
+        tracing::info!(%tenant, conversations = conversations.len(), "inbox search: deleted conversations removed");
+        Ok(())
+    }
+
+    /// Rewrites the segments so deleted documents leave the files (a deletion is only a mark
+    /// until its segment merges).
+    fn merge_away_deleted(&self) -> Result<(), SearchError> {
         let mut w = lock(&self.writer);
         let segments = self.index.searchable_segment_ids()?;
         if !segments.is_empty() {
@@ -400,7 +431,7 @@ impl SearchIndex {
         w.garbage_collect_files().wait()?;
         drop(w);
         self.reader.reload()?;
-        Ok(had)
+        Ok(())
     }
 
     /// Follows the live bus (and a slow tick for anything a dropped notice hid).
@@ -486,6 +517,8 @@ mod tests {
             last_customer_message_ms: 0,
             last_message_ms: 0,
             message_count: 1,
+            assigned_agent: None,
+            unhelpful_turns: 0,
         }
     }
 
