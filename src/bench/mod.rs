@@ -1,8 +1,41 @@
 //! `wacrm bench ...`: throughput and latency, each printed beside a baseline measured in the same run.
+//!
+//! Benches print figures and ratios; they never fail on a number (a slow machine is not a bug).
+//! Build with `--release` before believing any of it.
+
+pub mod harness;
+pub mod ingest;
+pub mod pipeline;
+pub mod stats;
+
+use std::path::PathBuf;
 
 use clap::Subcommand;
 
 use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench setup failed: {0}")]
+    Setup(String),
+    #[error("HTTP request failed: {0}")]
+    Http(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("gave up waiting: {0}")]
+    Timeout(String),
+}
+
+impl BenchError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BenchError::Setup(_) => "bench_setup",
+            BenchError::Http(_) => "bench_http",
+            BenchError::Storage(_) => "bench_storage",
+            BenchError::Timeout(_) => "bench_timeout",
+        }
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -14,9 +47,77 @@ pub enum BenchCommand {
         /// Concurrent HTTP clients.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Directory for the throwaway data directories (default: the system temp dir). Put it
+        /// on the disk the real data directory lives on.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Webhook in, reply accepted by a fake Graph API out: max throughput, then latency at a
+    /// fixed offered load, against the bare cost of the fake LLM and Graph API.
+    Pipeline {
+        /// Turns (distinct customers) of the throughput phase.
+        #[arg(long, default_value_t = 5_000)]
+        turns: usize,
+        /// Concurrent webhook clients of the throughput phase.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Turns of the latency phase.
+        #[arg(long, default_value_t = 2_000)]
+        latency_turns: usize,
+        /// Offered load of the latency phase, in turns per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Directory for the throwaway data directories (default: the system temp dir).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
     },
 }
 
-pub async fn run(_config: Config, _cmd: BenchCommand) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
+    init_logging();
+    match cmd {
+        BenchCommand::Ingest {
+            messages,
+            concurrency,
+            work_dir,
+        } => {
+            let report = ingest::run(ingest::IngestOptions {
+                messages,
+                concurrency,
+                work_dir,
+                config,
+            })
+            .await?;
+            print!("{}", report.table());
+        }
+        BenchCommand::Pipeline {
+            turns,
+            concurrency,
+            latency_turns,
+            rate,
+            work_dir,
+        } => {
+            let report = pipeline::run(pipeline::PipelineOptions {
+                turns,
+                concurrency,
+                latency_turns,
+                rate,
+                work_dir,
+                config,
+            })
+            .await?;
+            print!("{}", report.table());
+        }
+    }
+    Ok(())
+}
+
+/// Warnings only by default (`WACRM_LOG` overrides): the table is the output.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WACRM_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

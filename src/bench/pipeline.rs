@@ -1,0 +1,569 @@
+//! `wacrm bench pipeline`: a customer's webhook in, the assistant's reply accepted by the (fake)
+//! Graph API out, through the real appliance: ingress, conversations, debounced turn (debounce 0),
+//! the LLM client against a fake that answers at once, the sender.
+//!
+//! Two phases, each on a fresh appliance: (a) throughput, many distinct customers writing at
+//! full speed; (b) latency at a fixed offered load, open loop (sends are scheduled at fixed
+//! intervals whatever the appliance does), measured from the start of the webhook POST to the
+//! fake Graph API's recorded receipt of that customer's reply. The baseline is the bare cost of
+//! the two fakes: one LLM call and one Graph send made directly with the appliance's own clients.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::harness::{self, BenchApp, ScratchDir, SignedWebhook};
+use super::stats::{ms, per_sec, ratio, verdict, Latency, Table};
+use super::BenchError;
+use crate::assistant::llm::{ChatMessage, ChatRequest, LlmClient, LlmConfig, ToolDef};
+use crate::config::{Config, LlmSettings, Secret};
+use crate::testkit::fake_graph::{FakeGraph, FakeGraphOptions, RecordedSend};
+use crate::testkit::fake_llm::{FakeLlm, FakeLlmOptions, Responder, FAKE_LLM_API_KEY};
+use crate::whatsapp::graph::{GraphClient, GraphClientConfig, SendCredentials, SendOutcome};
+use crate::whatsapp::outbound::OutboundContent;
+
+pub const TARGET_TURNS_PER_SEC: f64 = 1_000.0;
+pub const TARGET_P99: Duration = Duration::from_millis(25);
+
+const ANSWER: &str = "We open every day from 9 am to 9 pm, Sundays included.";
+const QUESTION: &str = "Do you open on Sunday?";
+/// Turns run before each measured phase to open connections and warm caches.
+const WARM_TURNS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Turns of the throughput phase (one per distinct customer).
+    pub turns: usize,
+    /// Concurrent webhook clients of the throughput phase.
+    pub concurrency: usize,
+    /// Turns of the latency phase.
+    pub latency_turns: usize,
+    /// Offered load of the latency phase, turns per second.
+    pub rate: f64,
+    pub work_dir: Option<PathBuf>,
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Throughput {
+    pub turns: usize,
+    /// Customers whose reply the fake Graph API accepted.
+    pub replied: usize,
+    /// Replies beyond one per customer (must be 0).
+    pub duplicates: usize,
+    pub webhooks_failed: usize,
+    /// From the first webhook POST to the last reply's receipt.
+    pub elapsed: Duration,
+    /// Until the last webhook was answered 200.
+    pub ingest_elapsed: Duration,
+    pub turns_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OpenLoop {
+    pub turns: usize,
+    pub rate: f64,
+    pub replied: usize,
+    pub duplicates: usize,
+    pub webhooks_failed: usize,
+    /// Webhook POST start to reply receipt.
+    pub latency: Latency,
+    /// Latest a scheduled send actually started (the load generator's own lag).
+    pub max_send_lag: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    /// One LLM call then one Graph send, back to back, from one client.
+    pub pair: Latency,
+    pub llm: Latency,
+    pub graph: Latency,
+    /// LLM call + Graph send pairs per second from `concurrency` clients.
+    pub pairs_per_sec: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineReport {
+    pub concurrency: usize,
+    pub baseline: Baseline,
+    pub throughput: Throughput,
+    pub open_loop: OpenLoop,
+}
+
+impl PipelineReport {
+    pub fn table(&self) -> Table {
+        let tp = &self.throughput;
+        let ol = &self.open_loop;
+        let b = &self.baseline;
+        let mut t = Table::new(format!(
+            "wacrm bench pipeline: webhook -> reply accepted by Graph (fake LLM answers at once, debounce 0), {} CPUs",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        ));
+        t.row(
+            "baseline: LLM call + Graph send",
+            format!(
+                "p50 {}   p99 {}   (LLM p50 {}, Graph p50 {}); {:.0} pairs/s with {} clients",
+                ms(b.pair.p50),
+                ms(b.pair.p99),
+                ms(b.llm.p50),
+                ms(b.graph.p50),
+                b.pairs_per_sec,
+                self.concurrency
+            ),
+        );
+        t.row(
+            "(a) max throughput",
+            format!(
+                "{:>8.0} turns/s   ({} customers, {} replied, {} duplicates, {} webhooks failed; {:.2} s, webhooks acked in {:.2} s)",
+                tp.turns_per_sec,
+                tp.turns,
+                tp.replied,
+                tp.duplicates,
+                tp.webhooks_failed,
+                tp.elapsed.as_secs_f64(),
+                tp.ingest_elapsed.as_secs_f64()
+            ),
+        );
+        t.row(
+            "    vs baseline pairs/s",
+            format!("{:.3}", ratio(tp.turns_per_sec, b.pairs_per_sec)),
+        );
+        t.row(
+            "    target >= 1000 turns/s",
+            verdict(tp.turns_per_sec >= TARGET_TURNS_PER_SEC && tp.duplicates == 0),
+        );
+        t.row(
+            format!("(b) latency at {:.0} turns/s", ol.rate),
+            format!(
+                "p50 {}   p90 {}   p99 {}   max {}   ({} turns, {} replied, {} duplicates, {} webhooks failed; send lag max {})",
+                ms(ol.latency.p50),
+                ms(ol.latency.p90),
+                ms(ol.latency.p99),
+                ms(ol.latency.max),
+                ol.turns,
+                ol.replied,
+                ol.duplicates,
+                ol.webhooks_failed,
+                ms(ol.max_send_lag)
+            ),
+        );
+        t.row(
+            "    added over baseline",
+            format!(
+                "p50 {}   p99 {}   (same percentile, minus the fakes' bare cost)",
+                ms(ol.latency.p50.saturating_sub(b.pair.p50)),
+                ms(ol.latency.p99.saturating_sub(b.pair.p99))
+            ),
+        );
+        t.row(
+            "    target p99 < 25 ms",
+            verdict(ol.latency.p99 < TARGET_P99 && ol.replied == ol.turns),
+        );
+        t
+    }
+}
+
+pub async fn run(opts: PipelineOptions) -> Result<PipelineReport, BenchError> {
+    let concurrency = opts.concurrency.max(1);
+    let scratch = ScratchDir::new(opts.work_dir.as_deref(), "pipeline")?;
+    let llm = FakeLlm::start(FakeLlmOptions {
+        default: Responder::Instant(ANSWER.into()),
+        record_bodies: false,
+        ..FakeLlmOptions::default()
+    })
+    .await
+    .map_err(|e| BenchError::Setup(format!("fake llm: {e}")))?;
+
+    eprintln!("baseline: direct LLM call + Graph send ...");
+    let baseline = baseline(&llm, concurrency).await?;
+
+    eprintln!(
+        "(a) throughput: {} customers, {concurrency} clients ...",
+        opts.turns
+    );
+    let throughput = throughput(
+        &opts.config,
+        &llm,
+        &scratch.path().join("throughput"),
+        opts.turns.max(1),
+        concurrency,
+    )
+    .await?;
+
+    eprintln!(
+        "(b) latency: {} turns at {:.0} turns/s ...",
+        opts.latency_turns, opts.rate
+    );
+    let open_loop = open_loop(
+        &opts.config,
+        &llm,
+        &scratch.path().join("latency"),
+        opts.latency_turns.max(1),
+        opts.rate.max(1.0),
+    )
+    .await?;
+    llm.shutdown().await;
+    Ok(PipelineReport {
+        concurrency,
+        baseline,
+        throughput,
+        open_loop,
+    })
+}
+
+/// The appliance's configuration for this bench: answers from the fake LLM, sends to the fake
+/// Graph API, no debounce, no per-recipient gap, and no per-number rate cap (Meta's 80 msg/s
+/// default would otherwise be what is measured).
+fn pipeline_config(base: &Config, dir: &std::path::Path, graph: &FakeGraph, llm: &FakeLlm) -> Config {
+    let mut config = harness::bench_config(base, dir);
+    config.llm = LlmSettings::Openai {
+        base_url: llm.base_url(),
+        api_key: Secret::new(FAKE_LLM_API_KEY),
+        model: "gpt-4o-mini".into(),
+        timeout_ms: 10_000,
+        max_retries: 0,
+    };
+    config.graph.base_url = graph.base_url();
+    config.graph.timeout_ms = 10_000;
+    config.graph.recipient_gap_ms = 0;
+    config.graph.rate_per_second = 1_000_000;
+    config.graph.reconcile_after_ms = 600_000;
+    config.pipeline.debounce_ms = 0;
+    config
+}
+
+async fn start_fakes_and_app(
+    base: &Config,
+    llm: &FakeLlm,
+    dir: &std::path::Path,
+) -> Result<(FakeGraph, BenchApp), BenchError> {
+    let graph = FakeGraph::start(FakeGraphOptions::new(harness::ACCESS_TOKEN))
+        .await
+        .map_err(|e| BenchError::Setup(format!("fake graph: {e}")))?;
+    let app = BenchApp::start(pipeline_config(base, dir, &graph, llm)).await?;
+    Ok((graph, app))
+}
+
+/// A few turns end to end, so connections are open and caches warm before the clock starts.
+async fn warm_up(
+    http: &reqwest::Client,
+    app: &BenchApp,
+    graph: &FakeGraph,
+    first_customer: usize,
+) -> Result<(), BenchError> {
+    for i in 0..WARM_TURNS {
+        let hook = SignedWebhook::text(
+            &harness::customer(first_customer + i),
+            &format!("wamid.warm.{first_customer}.{i}"),
+            QUESTION,
+        );
+        let status = harness::post_webhook(http, &app.webhook_url, &hook).await?;
+        if status != 200 {
+            return Err(BenchError::Setup(format!("warm-up webhook answered {status}")));
+        }
+    }
+    let sent = graph.wait_for_sent(WARM_TURNS, WAIT).await;
+    if sent.len() < WARM_TURNS {
+        return Err(BenchError::Timeout(format!(
+            "only {} of {WARM_TURNS} warm-up replies reached the Graph API",
+            sent.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Bound on waiting for replies after the last webhook; generous, it only guards against a hang.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// First reply to each customer of `customers`, and how many replies beyond the first there were.
+fn replies_to(
+    sent: &[RecordedSend],
+    customers: &HashMap<String, usize>,
+) -> (HashMap<usize, jiff::Timestamp>, usize) {
+    let mut first = HashMap::new();
+    let mut duplicates = 0;
+    for s in sent {
+        if let Some(&i) = customers.get(&s.to) {
+            if first.contains_key(&i) {
+                duplicates += 1;
+            } else {
+                first.insert(i, s.received_at);
+            }
+        }
+    }
+    (first, duplicates)
+}
+
+fn since(later: jiff::Timestamp, earlier: jiff::Timestamp) -> Duration {
+    Duration::from_secs_f64(later.duration_since(earlier).as_secs_f64().max(0.0))
+}
+
+async fn throughput(
+    base: &Config,
+    llm: &FakeLlm,
+    dir: &std::path::Path,
+    turns: usize,
+    concurrency: usize,
+) -> Result<Throughput, BenchError> {
+    let (graph, app) = start_fakes_and_app(base, llm, dir).await?;
+    let http = harness::http_client(concurrency)?;
+    let first_customer = 1_000_000;
+    warm_up(&http, &app, &graph, first_customer + turns).await?;
+
+    let customers: HashMap<String, usize> = (0..turns)
+        .map(|i| (harness::customer(first_customer + i), i))
+        .collect();
+    let hooks: Arc<Vec<SignedWebhook>> = Arc::new(
+        (0..turns)
+            .map(|i| {
+                SignedWebhook::text(
+                    &harness::customer(first_customer + i),
+                    &format!("wamid.tp.{i:08}"),
+                    QUESTION,
+                )
+            })
+            .collect(),
+    );
+    let url = Arc::new(app.webhook_url.clone());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, url, hooks, next) = (http.clone(), url.clone(), hooks.clone(), next.clone());
+        clients.spawn(async move {
+            let mut failed = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(hook) = hooks.get(i) else { break };
+                if !matches!(harness::post_webhook(&http, &url, hook).await, Ok(200)) {
+                    failed += 1;
+                }
+            }
+            failed
+        });
+    }
+    let mut webhooks_failed = 0;
+    while let Some(done) = clients.join_next().await {
+        webhooks_failed += done.map_err(|e| BenchError::Setup(format!("client task: {e}")))?;
+    }
+    let ingest_elapsed = started.elapsed();
+    let sent = graph.wait_for_sent(WARM_TURNS + turns, WAIT).await;
+    let (first, duplicates) = replies_to(&sent, &customers);
+    let last = first.values().max().copied().unwrap_or(started_at);
+    let elapsed = since(last, started_at);
+    app.stop().await;
+    graph.shutdown().await;
+    Ok(Throughput {
+        turns,
+        replied: first.len(),
+        duplicates,
+        webhooks_failed,
+        elapsed,
+        ingest_elapsed,
+        turns_per_sec: per_sec(first.len(), elapsed),
+    })
+}
+
+async fn open_loop(
+    base: &Config,
+    llm: &FakeLlm,
+    dir: &std::path::Path,
+    turns: usize,
+    rate: f64,
+) -> Result<OpenLoop, BenchError> {
+    let (graph, app) = start_fakes_and_app(base, llm, dir).await?;
+    // Enough connections for the requests in flight at this rate with some slack.
+    let http = harness::http_client(64)?;
+    let first_customer = 2_000_000;
+    warm_up(&http, &app, &graph, first_customer + turns).await?;
+
+    let customers: HashMap<String, usize> = (0..turns)
+        .map(|i| (harness::customer(first_customer + i), i))
+        .collect();
+    let hooks: Vec<SignedWebhook> = (0..turns)
+        .map(|i| {
+            SignedWebhook::text(
+                &harness::customer(first_customer + i),
+                &format!("wamid.ol.{i:08}"),
+                QUESTION,
+            )
+        })
+        .collect();
+    let url = Arc::new(app.webhook_url.clone());
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    let mut max_send_lag = Duration::ZERO;
+    for (i, hook) in hooks.into_iter().enumerate() {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due).await;
+        max_send_lag = max_send_lag.max(tokio::time::Instant::now().saturating_duration_since(due));
+        let (http, url) = (http.clone(), url.clone());
+        sends.spawn(async move {
+            let posted_at = jiff::Timestamp::now();
+            let ok = matches!(harness::post_webhook(&http, &url, &hook).await, Ok(200));
+            (i, posted_at, ok)
+        });
+    }
+    let mut posted = vec![None; turns];
+    let mut webhooks_failed = 0;
+    while let Some(done) = sends.join_next().await {
+        let (i, at, ok) = done.map_err(|e| BenchError::Setup(format!("send task: {e}")))?;
+        if ok {
+            posted[i] = Some(at);
+        } else {
+            webhooks_failed += 1;
+        }
+    }
+    let sent = graph.wait_for_sent(WARM_TURNS + turns, WAIT).await;
+    let (first, duplicates) = replies_to(&sent, &customers);
+    let latencies: Vec<Duration> = first
+        .iter()
+        .filter_map(|(i, received)| posted[*i].map(|p| since(*received, p)))
+        .collect();
+    app.stop().await;
+    graph.shutdown().await;
+    Ok(OpenLoop {
+        turns,
+        rate,
+        replied: first.len(),
+        duplicates,
+        webhooks_failed,
+        latency: Latency::of(latencies),
+        max_send_lag,
+    })
+}
+
+/// The fakes' bare cost, measured with the appliance's own LLM and Graph clients.
+async fn baseline(llm: &FakeLlm, concurrency: usize) -> Result<Baseline, BenchError> {
+    let graph = FakeGraph::start(FakeGraphOptions::new(harness::ACCESS_TOKEN))
+        .await
+        .map_err(|e| BenchError::Setup(format!("fake graph: {e}")))?;
+    let client = Arc::new(
+        LlmClient::new(LlmConfig {
+            base_url: llm.base_url(),
+            api_key: FAKE_LLM_API_KEY.into(),
+            timeout: Duration::from_secs(10),
+            max_retries: 0,
+            ..LlmConfig::default()
+        })
+        .map_err(|e| BenchError::Setup(format!("llm client: {e}")))?,
+    );
+    let sender = GraphClient::new(GraphClientConfig {
+        base_url: graph.base_url(),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .map_err(|e| BenchError::Setup(format!("graph client: {e}")))?;
+    let creds = Arc::new(
+        SendCredentials::new(
+            crate::tenants::default_api_version(),
+            harness::PHONE_NUMBER_ID,
+            harness::ACCESS_TOKEN,
+        )
+        .map_err(|e| BenchError::Setup(format!("credentials: {e}")))?,
+    );
+    let request = Arc::new(typical_request());
+
+    // Sequential: the latency of one turn's remote calls with nothing else going on.
+    let mut pair = Vec::new();
+    let mut llm_only = Vec::new();
+    let mut graph_only = Vec::new();
+    for i in 0..(WARM_TURNS + 400) {
+        let (l, g) = one_pair(&client, &sender, &creds, &request, i).await?;
+        if i >= WARM_TURNS {
+            llm_only.push(l);
+            graph_only.push(g);
+            pair.push(l + g);
+        }
+    }
+
+    // Concurrent: how many such pairs the fakes (and clients) sustain on this machine.
+    let total = 2_000;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, sender, creds, request, next) = (
+            client.clone(),
+            sender.clone(),
+            creds.clone(),
+            request.clone(),
+            next.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<(), BenchError>(());
+                }
+                one_pair(&client, &sender, &creds, &request, i).await?;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| BenchError::Setup(format!("baseline task: {e}")))??;
+    }
+    let elapsed = started.elapsed();
+    graph.shutdown().await;
+    Ok(Baseline {
+        pair: Latency::of(pair),
+        llm: Latency::of(llm_only),
+        graph: Latency::of(graph_only),
+        pairs_per_sec: per_sec(total, elapsed),
+    })
+}
+
+/// What the assistant sends for a first question: system prompt, the question, the handoff tool.
+fn typical_request() -> ChatRequest {
+    ChatRequest::new(vec![
+        ChatMessage::system(
+            "You are the WhatsApp customer-service assistant of Bench Coffee. Be brief, friendly \
+             and factual. Reply in the language the customer writes in. Answer only from the \
+             numbered knowledge passages below; never invent prices, hours, policies or other \
+             facts. If the passages do not answer the question, say you do not know and offer to \
+             connect a person, or call handoff_to_human.\n\nKnowledge passages:\n(none found for \
+             this question)\n",
+        ),
+        ChatMessage::user(QUESTION),
+    ])
+    .with_tools(vec![ToolDef::new(
+        "handoff_to_human",
+        "Pass the conversation to a human agent.",
+        serde_json::json!({
+            "type": "object",
+            "properties": {"reason": {"type": "string"}},
+            "required": ["reason"]
+        }),
+    )])
+}
+
+async fn one_pair(
+    client: &LlmClient,
+    sender: &GraphClient,
+    creds: &SendCredentials,
+    request: &ChatRequest,
+    i: usize,
+) -> Result<(Duration, Duration), BenchError> {
+    let t0 = Instant::now();
+    let answer = client
+        .chat(request)
+        .await
+        .map_err(|e| BenchError::Http(format!("llm: {e}")))?;
+    let l = t0.elapsed();
+    let body = OutboundContent::Text {
+        body: answer.text().to_string(),
+        preview_url: false,
+    }
+    .to_graph_body(&harness::customer(3_000_000 + i), None, None);
+    let t1 = Instant::now();
+    match sender.send(creds, &body).await {
+        SendOutcome::Accepted { .. } => Ok((l, t1.elapsed())),
+        other => Err(BenchError::Http(format!("graph: {}", other.kind()))),
+    }
+}
