@@ -230,7 +230,9 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
     while let Some(done) = warmups.join_next().await {
         let status = done.map_err(|e| BenchError::Setup(format!("warm-up task: {e}")))??;
         if status != 200 {
-            return Err(BenchError::Setup(format!("warm-up webhook answered {status}")));
+            return Err(BenchError::Setup(format!(
+                "warm-up webhook answered {status}"
+            )));
         }
     }
 

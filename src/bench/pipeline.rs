@@ -218,7 +218,12 @@ pub async fn run(opts: PipelineOptions) -> Result<PipelineReport, BenchError> {
 /// The appliance's configuration for this bench: answers from the fake LLM, sends to the fake
 /// Graph API, no debounce, no per-recipient gap, and no per-number rate cap (Meta's 80 msg/s
 /// default would otherwise be what is measured).
-fn pipeline_config(base: &Config, dir: &std::path::Path, graph: &FakeGraph, llm: &FakeLlm) -> Config {
+fn pipeline_config(
+    base: &Config,
+    dir: &std::path::Path,
+    graph: &FakeGraph,
+    llm: &FakeLlm,
+) -> Config {
     let mut config = harness::bench_config(base, dir);
     config.llm = LlmSettings::Openai {
         base_url: llm.base_url(),
@@ -263,7 +268,9 @@ async fn warm_up(
         );
         let status = harness::post_webhook(http, &app.webhook_url, &hook).await?;
         if status != 200 {
-            return Err(BenchError::Setup(format!("warm-up webhook answered {status}")));
+            return Err(BenchError::Setup(format!(
+                "warm-up webhook answered {status}"
+            )));
         }
     }
     let sent = graph.wait_for_sent(WARM_TURNS, WAIT).await;
