@@ -172,6 +172,15 @@ impl Default for PipelineSettings {
     }
 }
 
+/// `WACRM_*` environment variables that belong to the command line or the log filter.
+const NOT_SETTINGS: &[&str] = &[
+    "log",
+    "config",
+    "channel_access_token",
+    "channel_app_secret",
+    "channel_verify_token",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration could not be read: {0}")]
@@ -193,7 +202,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("WACRM_").split("__"));
+        // The CLI and the log filter read these WACRM_* variables themselves; they are not settings.
+        figment = figment.merge(Env::prefixed("WACRM_").ignore(NOT_SETTINGS).split("__"));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -299,6 +309,10 @@ mod tests {
         .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("WACRM_PIPELINE__DEBOUNCE_MS", "200");
+            // Read by the CLI and the log filter, not settings: must not be "unknown field".
+            jail.set_env("WACRM_LOG", "debug");
+            jail.set_env("WACRM_CONFIG", path.display().to_string());
+            jail.set_env("WACRM_CHANNEL_APP_SECRET", "s");
             let config = Config::load(Some(&path)).unwrap();
             assert_eq!(config.data_dir, PathBuf::from("/srv/wacrm"));
             assert_eq!(config.pipeline.debounce_ms, 200);
