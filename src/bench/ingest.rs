@@ -69,6 +69,9 @@ pub struct IngestReport {
     /// pipeline's own writes included).
     pub commits: u64,
     pub writes: u64,
+    /// Writer thread time in the window: running jobs, and committing (page writes + fsync).
+    pub writer_run: Duration,
+    pub writer_commit: Duration,
     /// Events not yet handled by the conversations consumer when the last webhook was answered.
     pub backlog_at_end: usize,
     pub ceilings: Vec<Ceiling>,
@@ -135,6 +138,15 @@ impl IngestReport {
                 self.commits,
                 ratio(self.writes as f64, self.commits as f64),
                 self.backlog_at_end
+            ),
+        );
+        let busy = |d: Duration| 100.0 * ratio(d.as_secs_f64(), self.elapsed.as_secs_f64());
+        t.row(
+            "  writer thread",
+            format!(
+                "running jobs {:.0}% of the window, committing {:.0}% (page writes + fsync)",
+                busy(self.writer_run),
+                busy(self.writer_commit)
             ),
         );
         for c in &self.ceilings {
@@ -301,6 +313,8 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
         latency: Latency::of(latencies),
         commits: after.commits - before.commits,
         writes: after.jobs - before.jobs,
+        writer_run: Duration::from_micros(after.run_us - before.run_us),
+        writer_commit: Duration::from_micros(after.commit_us - before.commit_us),
         backlog_at_end,
         ceilings,
     })
