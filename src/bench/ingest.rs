@@ -290,7 +290,10 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
 
     let accepted = latencies.len();
     let rows = Arc::new(rows_of(&hooks, tenant, channel)?);
-    let mut batches = vec![1, concurrency, 256, messages];
+    let mut batches: Vec<usize> = [1, concurrency, 256, messages]
+        .into_iter()
+        .map(|b| b.min(messages))
+        .collect();
     batches.sort_unstable();
     batches.dedup();
     let mut ceilings = Vec::new();

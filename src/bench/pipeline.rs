@@ -179,7 +179,14 @@ pub async fn run(opts: PipelineOptions) -> Result<PipelineReport, BenchError> {
     .map_err(|e| BenchError::Setup(format!("fake llm: {e}")))?;
 
     eprintln!("baseline: direct LLM call + Graph send ...");
-    let baseline = baseline(&llm, concurrency).await?;
+    // Precision of the baseline follows the size of the run (tiny runs are smoke tests).
+    let baseline = baseline(
+        &llm,
+        concurrency,
+        opts.turns.clamp(50, 400),
+        (opts.turns * 2).clamp(100, 2_000),
+    )
+    .await?;
 
     eprintln!(
         "(a) throughput: {} customers, {concurrency} clients ...",
@@ -447,7 +454,12 @@ async fn open_loop(
 }
 
 /// The fakes' bare cost, measured with the appliance's own LLM and Graph clients.
-async fn baseline(llm: &FakeLlm, concurrency: usize) -> Result<Baseline, BenchError> {
+async fn baseline(
+    llm: &FakeLlm,
+    concurrency: usize,
+    sequential: usize,
+    total: usize,
+) -> Result<Baseline, BenchError> {
     let graph = FakeGraph::start(FakeGraphOptions::new(harness::ACCESS_TOKEN))
         .await
         .map_err(|e| BenchError::Setup(format!("fake graph: {e}")))?;
@@ -481,7 +493,7 @@ async fn baseline(llm: &FakeLlm, concurrency: usize) -> Result<Baseline, BenchEr
     let mut pair = Vec::new();
     let mut llm_only = Vec::new();
     let mut graph_only = Vec::new();
-    for i in 0..(WARM_TURNS + 400) {
+    for i in 0..(WARM_TURNS + sequential) {
         let (l, g) = one_pair(&client, &sender, &creds, &request, i).await?;
         if i >= WARM_TURNS {
             llm_only.push(l);
@@ -491,7 +503,6 @@ async fn baseline(llm: &FakeLlm, concurrency: usize) -> Result<Baseline, BenchEr
     }
 
     // Concurrent: how many such pairs the fakes (and clients) sustain on this machine.
-    let total = 2_000;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
