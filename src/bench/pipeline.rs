@@ -19,6 +19,7 @@ use super::stats::{ms, per_sec, ratio, verdict, Latency, Table};
 use super::BenchError;
 use crate::assistant::llm::{ChatMessage, ChatRequest, LlmClient, LlmConfig, ToolDef};
 use crate::config::{Config, LlmSettings, Secret};
+use crate::conversations::{self, Author};
 use crate::testkit::fake_graph::{FakeGraph, FakeGraphOptions, RecordedSend};
 use crate::testkit::fake_llm::{FakeLlm, FakeLlmOptions, Responder, FAKE_LLM_API_KEY};
 use crate::whatsapp::graph::{GraphClient, GraphClientConfig, SendCredentials, SendOutcome};
@@ -59,6 +60,10 @@ pub struct Throughput {
     /// Until the last webhook was answered 200.
     pub ingest_elapsed: Duration,
     pub turns_per_sec: f64,
+    /// Store commits until the last reply, the writes they held, and the writer thread's time.
+    pub commits: u64,
+    pub writes: u64,
+    pub writer_busy: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -72,6 +77,21 @@ pub struct OpenLoop {
     pub latency: Latency,
     /// Latest a scheduled send actually started (the load generator's own lag).
     pub max_send_lag: Duration,
+    /// Where the time goes, from the timestamps the appliance stored (millisecond resolution).
+    pub stages: Stages,
+}
+
+/// A turn's latency split at the points the store records.
+#[derive(Debug, Clone, Default)]
+pub struct Stages {
+    /// POST start to the customer's message filed in its conversation (ingress commit, dispatch,
+    /// the filing job).
+    pub filed: Latency,
+    /// Filed to the reply queued (filing commit, scheduler, LLM call, the turn's job).
+    pub queued: Latency,
+    /// Reply queued to the Graph API's receipt (turn commit, dispatch, the durable `sending`
+    /// intent, the HTTP send).
+    pub sent: Latency,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -129,6 +149,16 @@ impl PipelineReport {
             ),
         );
         t.row(
+            "    group commit",
+            format!(
+                "{} commits, {:.1} writes/commit, {:.1} writes/turn; writer thread busy {:.0}%",
+                tp.commits,
+                ratio(tp.writes as f64, tp.commits as f64),
+                ratio(tp.writes as f64, tp.turns as f64),
+                100.0 * ratio(tp.writer_busy.as_secs_f64(), tp.elapsed.as_secs_f64())
+            ),
+        );
+        t.row(
             "    vs baseline pairs/s",
             format!("{:.3}", ratio(tp.turns_per_sec, b.pairs_per_sec)),
         );
@@ -149,6 +179,22 @@ impl PipelineReport {
                 ol.duplicates,
                 ol.webhooks_failed,
                 ms(ol.max_send_lag)
+            ),
+        );
+        let stage = |l: &Latency| {
+            format!(
+                "p50 {:>2} ms  p99 {:>2} ms",
+                l.p50.as_millis(),
+                l.p99.as_millis()
+            )
+        };
+        t.row(
+            "    where it goes (ms resolution)",
+            format!(
+                "to filed: {}  |  filed to reply queued: {}  |  queued to Graph: {}",
+                stage(&ol.stages.filed),
+                stage(&ol.stages.queued),
+                stage(&ol.stages.sent)
             ),
         );
         t.row(
@@ -302,10 +348,11 @@ fn replies_to(
     let mut duplicates = 0;
     for s in sent {
         if let Some(&i) = customers.get(&s.to) {
-            if first.contains_key(&i) {
-                duplicates += 1;
-            } else {
-                first.insert(i, s.received_at);
+            match first.entry(i) {
+                std::collections::hash_map::Entry::Occupied(_) => duplicates += 1,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(s.received_at);
+                }
             }
         }
     }
@@ -344,6 +391,11 @@ async fn throughput(
     );
     let url = Arc::new(app.webhook_url.clone());
     let next = Arc::new(AtomicUsize::new(0));
+    let store = app
+        .store()
+        .ok_or_else(|| BenchError::Setup("app not running".into()))?
+        .clone();
+    let before = store.stats();
     let started_at = jiff::Timestamp::now();
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -367,6 +419,8 @@ async fn throughput(
     }
     let ingest_elapsed = started.elapsed();
     let sent = graph.wait_for_sent(WARM_TURNS + turns, WAIT).await;
+    let after = store.stats();
+    drop(store);
     let (first, duplicates) = replies_to(&sent, &customers);
     let last = first.values().max().copied().unwrap_or(started_at);
     let elapsed = since(last, started_at);
@@ -380,6 +434,11 @@ async fn throughput(
         elapsed,
         ingest_elapsed,
         turns_per_sec: per_sec(first.len(), elapsed),
+        commits: after.commits - before.commits,
+        writes: after.jobs - before.jobs,
+        writer_busy: Duration::from_micros(
+            (after.run_us + after.commit_us) - (before.run_us + before.commit_us),
+        ),
     })
 }
 
@@ -440,6 +499,10 @@ async fn open_loop(
         .iter()
         .filter_map(|(i, received)| posted[*i].map(|p| since(*received, p)))
         .collect();
+    let stages = match app.store() {
+        Some(store) => stages(store, &app, &customers, &posted, &first),
+        None => Stages::default(),
+    };
     app.stop().await;
     graph.shutdown().await;
     Ok(OpenLoop {
@@ -450,7 +513,46 @@ async fn open_loop(
         webhooks_failed,
         latency: Latency::of(latencies),
         max_send_lag,
+        stages,
     })
+}
+
+fn stages(
+    store: &crate::storage::Store,
+    app: &BenchApp,
+    customers: &HashMap<String, usize>,
+    posted: &[Option<jiff::Timestamp>],
+    replies: &HashMap<usize, jiff::Timestamp>,
+) -> Stages {
+    let ms_between =
+        |later: i64, earlier: i64| Duration::from_millis((later - earlier).max(0) as u64);
+    let (mut filed, mut queued, mut sent) = (Vec::new(), Vec::new(), Vec::new());
+    for (wa_id, i) in customers {
+        let (Some(posted), Some(received)) = (posted[*i], replies.get(i)) else {
+            continue;
+        };
+        let Ok(Some(conversation)) =
+            conversations::open_conversation_of(store, app.tenant, app.channel, wa_id)
+        else {
+            continue;
+        };
+        let Ok(messages) = conversations::recent_messages(store, app.tenant, conversation.id, 8)
+        else {
+            continue;
+        };
+        let inbound = messages.iter().find(|m| m.author == Author::Customer);
+        let reply = messages.iter().find(|m| m.author == Author::Assistant);
+        if let (Some(inbound), Some(reply)) = (inbound, reply) {
+            filed.push(ms_between(inbound.status_at_ms, posted.as_millisecond()));
+            queued.push(ms_between(reply.created_at_ms, inbound.status_at_ms));
+            sent.push(ms_between(received.as_millisecond(), reply.created_at_ms));
+        }
+    }
+    Stages {
+        filed: Latency::of(filed),
+        queued: Latency::of(queued),
+        sent: Latency::of(sent),
+    }
 }
 
 /// The fakes' bare cost, measured with the appliance's own LLM and Graph clients.
