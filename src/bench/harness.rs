@@ -212,3 +212,38 @@ pub async fn post_webhook(
     let _ = resp.bytes().await;
     Ok(status)
 }
+
+/// What one durable write costs on this disk right now: 16 KiB written then `fdatasync`, the
+/// shape of a small redb commit. Every durable commit pays at least this, so it bounds both
+/// benches from below; on a shared or busy disk it moves a lot between runs.
+pub async fn fsync_latency(
+    dir: &Path,
+    samples: usize,
+) -> Result<super::stats::Latency, BenchError> {
+    let path = dir.join("fsync-probe.bin");
+    let measured =
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<std::time::Duration>> {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let block = vec![0x5au8; 16 * 1024];
+            let mut out = Vec::with_capacity(samples);
+            for i in 0..samples {
+                file.write_at(&block, (i % 64) as u64 * block.len() as u64)?;
+                let started = std::time::Instant::now();
+                file.sync_data()?;
+                out.push(started.elapsed());
+            }
+            drop(file);
+            std::fs::remove_file(&path)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| BenchError::Setup(format!("fsync probe: {e}")))?
+        .map_err(|e| BenchError::Setup(format!("fsync probe: {e}")))?;
+    Ok(super::stats::Latency::of(measured))
+}

@@ -75,6 +75,8 @@ pub struct IngestReport {
     /// Events not yet handled by the conversations consumer when the last webhook was answered.
     pub backlog_at_end: usize,
     pub ceilings: Vec<Ceiling>,
+    /// `fdatasync` of a small write on the same disk, measured in the same run.
+    pub fsync: Latency,
 }
 
 impl IngestReport {
@@ -147,6 +149,14 @@ impl IngestReport {
                 "running jobs {:.0}% of the window, committing {:.0}% (page writes + fsync)",
                 busy(self.writer_run),
                 busy(self.writer_commit)
+            ),
+        );
+        t.row(
+            "disk: 16 KiB write + fdatasync",
+            format!(
+                "p50 {}   p99 {}   (same run; every commit pays at least this)",
+                ms(self.fsync.p50),
+                ms(self.fsync.p99)
             ),
         );
         for c in &self.ceilings {
@@ -288,6 +298,7 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
     app.stop().await;
     graph.shutdown().await;
 
+    let fsync = harness::fsync_latency(scratch.path(), 200).await?;
     let accepted = latencies.len();
     let rows = Arc::new(rows_of(&hooks, tenant, channel)?);
     let mut batches: Vec<usize> = [1, concurrency, 256, messages]
@@ -320,6 +331,7 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
         writer_commit: Duration::from_micros(after.commit_us - before.commit_us),
         backlog_at_end,
         ceilings,
+        fsync,
     })
 }
 

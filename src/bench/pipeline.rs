@@ -30,6 +30,8 @@ pub const TARGET_P99: Duration = Duration::from_millis(25);
 
 const ANSWER: &str = "We open every day from 9 am to 9 pm, Sundays included.";
 const QUESTION: &str = "Do you open on Sunday?";
+/// Durable commits between a customer's webhook and the Graph request of the reply.
+pub const CRITICAL_COMMITS: usize = 4;
 /// Turns run before each measured phase to open connections and warm caches.
 const WARM_TURNS: usize = 16;
 
@@ -102,6 +104,8 @@ pub struct Baseline {
     pub graph: Latency,
     /// LLM call + Graph send pairs per second from `concurrency` clients.
     pub pairs_per_sec: f64,
+    /// `fdatasync` of a small write on the appliance's disk.
+    pub fsync: Latency,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +137,14 @@ impl PipelineReport {
                 ms(b.graph.p50),
                 b.pairs_per_sec,
                 self.concurrency
+            ),
+        );
+        t.row(
+            "baseline: disk write + fdatasync",
+            format!(
+                "p50 {}   p99 {}   (a reply waits for {CRITICAL_COMMITS} durable commits in a row: ingress, filing, turn, sending intent)",
+                ms(b.fsync.p50),
+                ms(b.fsync.p99)
             ),
         );
         t.row(
@@ -224,7 +236,7 @@ pub async fn run(opts: PipelineOptions) -> Result<PipelineReport, BenchError> {
     .await
     .map_err(|e| BenchError::Setup(format!("fake llm: {e}")))?;
 
-    eprintln!("baseline: direct LLM call + Graph send ...");
+    eprintln!("baseline: disk fsync, direct LLM call + Graph send ...");
     // Precision of the baseline follows the size of the run (tiny runs are smoke tests).
     let baseline = baseline(
         &llm,
@@ -233,6 +245,10 @@ pub async fn run(opts: PipelineOptions) -> Result<PipelineReport, BenchError> {
         (opts.turns * 2).clamp(100, 2_000),
     )
     .await?;
+    let baseline = Baseline {
+        fsync: harness::fsync_latency(scratch.path(), 200).await?,
+        ..baseline
+    };
 
     eprintln!(
         "(a) throughput: {} customers, {concurrency} clients ...",
@@ -636,6 +652,7 @@ async fn baseline(
         llm: Latency::of(llm_only),
         graph: Latency::of(graph_only),
         pairs_per_sec: per_sec(total, elapsed),
+        fsync: Latency::default(),
     })
 }
 
