@@ -31,7 +31,7 @@ pub const TARGET_RATIO: f64 = 0.50;
 
 /// Longest one ceiling batch size may run; small batches are fsync-bound and would otherwise take
 /// minutes, so they are measured on a prefix of the records.
-const CEILING_BUDGET: Duration = Duration::from_secs(4);
+const CEILING_BUDGET: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
