@@ -40,13 +40,25 @@ async fn pipeline_bench_runs_and_every_customer_gets_one_reply() {
     .unwrap();
     let tp = &report.throughput;
     assert_eq!(
-        (tp.turns, tp.replied, tp.duplicates, tp.webhooks_failed),
-        (50, 50, 0, 0)
+        (
+            tp.turns,
+            tp.replied,
+            tp.duplicates,
+            tp.off_script,
+            tp.webhooks_failed
+        ),
+        (50, 50, 0, 0, 0)
     );
     let ol = &report.open_loop;
     assert_eq!(
-        (ol.turns, ol.replied, ol.duplicates, ol.webhooks_failed),
-        (20, 20, 0, 0)
+        (
+            ol.turns,
+            ol.replied,
+            ol.duplicates,
+            ol.off_script,
+            ol.webhooks_failed
+        ),
+        (20, 20, 0, 0, 0)
     );
     assert_eq!(ol.latency.samples, 20);
     assert!(report.baseline.pair.samples > 0);
