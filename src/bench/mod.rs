@@ -3,6 +3,7 @@
 //! Benches print figures and ratios; they never fail on a number (a slow machine is not a bug).
 //! Build with `--release` before believing any of it.
 
+pub mod baseline;
 pub mod harness;
 pub mod ingest;
 pub mod pipeline;

@@ -14,26 +14,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use super::baseline::Baseline;
 use super::harness::{self, BenchApp, ScratchDir, SignedWebhook};
 use super::stats::{ms, per_sec, ratio, verdict, Latency, Table};
 use super::BenchError;
-use crate::assistant::llm::{ChatMessage, ChatRequest, LlmClient, LlmConfig, ToolDef};
 use crate::config::{Config, LlmSettings, Secret};
 use crate::conversations::{self, Author};
 use crate::testkit::fake_graph::{FakeGraph, FakeGraphOptions, RecordedSend};
 use crate::testkit::fake_llm::{FakeLlm, FakeLlmOptions, Responder, FAKE_LLM_API_KEY};
-use crate::whatsapp::graph::{GraphClient, GraphClientConfig, SendCredentials, SendOutcome};
-use crate::whatsapp::outbound::OutboundContent;
 
 pub const TARGET_TURNS_PER_SEC: f64 = 1_000.0;
 pub const TARGET_P99: Duration = Duration::from_millis(25);
 
 const ANSWER: &str = "We open every day from 9 am to 9 pm, Sundays included.";
-const QUESTION: &str = "Do you open on Sunday?";
+pub(super) const QUESTION: &str = "Do you open on Sunday?";
 /// Durable commits between a customer's webhook and the Graph request of the reply.
 pub const CRITICAL_COMMITS: usize = 4;
 /// Turns run before each measured phase to open connections and warm caches.
-const WARM_TURNS: usize = 16;
+pub(super) const WARM_TURNS: usize = 16;
+/// First customer number of the baseline's sends (distinct from both phases' customers).
+pub(super) const ANSWER_SENDS_TO: usize = 3_000_000;
 
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -101,16 +101,6 @@ pub struct Stages {
     /// Reply queued to the Graph API's receipt (turn commit, dispatch, the durable `sending`
     /// intent, the HTTP send).
     pub sent: Latency,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Baseline {
-    /// One LLM call then one Graph send, back to back, from one client.
-    pub pair: Latency,
-    pub llm: Latency,
-    pub graph: Latency,
-    /// LLM call + Graph send pairs per second from `concurrency` clients.
-    pub pairs_per_sec: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -261,7 +251,7 @@ pub async fn run(opts: PipelineOptions) -> Result<PipelineReport, BenchError> {
 
     eprintln!("baseline: direct LLM call + Graph send ...");
     // Precision of the baseline follows the size of the run (tiny runs are smoke tests).
-    let baseline = baseline(
+    let baseline = super::baseline::measure(
         &llm,
         concurrency,
         opts.turns.clamp(50, 400),
@@ -616,138 +606,5 @@ fn stages(
         filed: Latency::of(filed),
         queued: Latency::of(queued),
         sent: Latency::of(sent),
-    }
-}
-
-/// The fakes' bare cost, measured with the appliance's own LLM and Graph clients.
-async fn baseline(
-    llm: &FakeLlm,
-    concurrency: usize,
-    sequential: usize,
-    total: usize,
-) -> Result<Baseline, BenchError> {
-    let graph = FakeGraph::start(FakeGraphOptions::new(harness::ACCESS_TOKEN))
-        .await
-        .map_err(|e| BenchError::Setup(format!("fake graph: {e}")))?;
-    let client = Arc::new(
-        LlmClient::new(LlmConfig {
-            base_url: llm.base_url(),
-            api_key: FAKE_LLM_API_KEY.into(),
-            timeout: Duration::from_secs(10),
-            max_retries: 0,
-            ..LlmConfig::default()
-        })
-        .map_err(|e| BenchError::Setup(format!("llm client: {e}")))?,
-    );
-    let sender = GraphClient::new(GraphClientConfig {
-        base_url: graph.base_url(),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(5),
-    })
-    .map_err(|e| BenchError::Setup(format!("graph client: {e}")))?;
-    let creds = Arc::new(
-        SendCredentials::new(
-            crate::tenants::default_api_version(),
-            harness::PHONE_NUMBER_ID,
-            harness::ACCESS_TOKEN,
-        )
-        .map_err(|e| BenchError::Setup(format!("credentials: {e}")))?,
-    );
-    let request = Arc::new(typical_request());
-
-    // Sequential: the latency of one turn's remote calls with nothing else going on.
-    let mut pair = Vec::new();
-    let mut llm_only = Vec::new();
-    let mut graph_only = Vec::new();
-    for i in 0..(WARM_TURNS + sequential) {
-        let (l, g) = one_pair(&client, &sender, &creds, &request, i).await?;
-        if i >= WARM_TURNS {
-            llm_only.push(l);
-            graph_only.push(g);
-            pair.push(l + g);
-        }
-    }
-
-    // Concurrent: how many such pairs the fakes (and clients) sustain on this machine.
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, sender, creds, request, next) = (
-            client.clone(),
-            sender.clone(),
-            creds.clone(),
-            request.clone(),
-            next.clone(),
-        );
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<(), BenchError>(());
-                }
-                one_pair(&client, &sender, &creds, &request, i).await?;
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| BenchError::Setup(format!("baseline task: {e}")))??;
-    }
-    let elapsed = started.elapsed();
-    graph.shutdown().await;
-    Ok(Baseline {
-        pair: Latency::of(pair),
-        llm: Latency::of(llm_only),
-        graph: Latency::of(graph_only),
-        pairs_per_sec: per_sec(total, elapsed),
-    })
-}
-
-/// What the assistant sends for a first question: system prompt, the question, the handoff tool.
-fn typical_request() -> ChatRequest {
-    ChatRequest::new(vec![
-        ChatMessage::system(
-            "You are the WhatsApp customer-service assistant of Bench Coffee. Be brief, friendly \
-             and factual. Reply in the language the customer writes in. Answer only from the \
-             numbered knowledge passages below; never invent prices, hours, policies or other \
-             facts. If the passages do not answer the question, say you do not know and offer to \
-             connect a person, or call handoff_to_human.\n\nKnowledge passages:\n(none found for \
-             this question)\n",
-        ),
-        ChatMessage::user(QUESTION),
-    ])
-    .with_tools(vec![ToolDef::new(
-        "handoff_to_human",
-        "Pass the conversation to a human agent.",
-        serde_json::json!({
-            "type": "object",
-            "properties": {"reason": {"type": "string"}},
-            "required": ["reason"]
-        }),
-    )])
-}
-
-async fn one_pair(
-    client: &LlmClient,
-    sender: &GraphClient,
-    creds: &SendCredentials,
-    request: &ChatRequest,
-    i: usize,
-) -> Result<(Duration, Duration), BenchError> {
-    let t0 = Instant::now();
-    let answer = client
-        .chat(request)
-        .await
-        .map_err(|e| BenchError::Http(format!("llm: {e}")))?;
-    let l = t0.elapsed();
-    let body = OutboundContent::Text {
-        body: answer.text().to_string(),
-        preview_url: false,
-    }
-    .to_graph_body(&harness::customer(3_000_000 + i), None, None);
-    let t1 = Instant::now();
-    match sender.send(creds, &body).await {
-        SendOutcome::Accepted { .. } => Ok((l, t1.elapsed())),
-        other => Err(BenchError::Http(format!("graph: {}", other.kind()))),
     }
 }
