@@ -26,6 +26,7 @@ use crate::whatsapp::sender::SenderHandle;
 
 pub const DATABASE_FILE: &str = "wacrm.redb";
 pub const MASTER_KEY_FILE: &str = "master.key";
+/// Longest wait at shutdown for the last users of the store to let go.
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -35,6 +36,10 @@ pub enum LaunchError {
     Store(#[from] crate::storage::StoreError),
     #[error(transparent)]
     Crypto(#[from] crate::tenants::crypto::CryptoError),
+    #[error(transparent)]
+    Format(#[from] crate::ops::format::FormatError),
+    #[error(transparent)]
+    Tls(#[from] crate::ops::tls::TlsError),
     #[error("{0}")]
     Setup(String),
 }
@@ -42,6 +47,10 @@ pub enum LaunchError {
 /// A running appliance.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The Prometheus listener, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The plain-HTTP redirect listener, when `tls.redirect_listen` is set.
+    pub redirect_addr: Option<SocketAddr>,
     pub state: AppState,
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
@@ -54,16 +63,29 @@ impl Running {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Waits for the server to stop (after the shutdown future fired), then stops the workers:
-    /// in-flight work finishes, queued work stays in redb for the next start.
+    /// in-flight work finishes, queued work stays in redb for the next start. Returns once the
+    /// database is closed, so the process may exit (or the data directory be opened again).
     pub async fn wait(self) {
         let _ = self.server.await;
         let _ = self.stop_workers.send(true);
         for worker in self.workers {
             let _ = worker.await;
+        }
+        // The writer thread releases the database only after the last handle is gone; wait for
+        // it so the data directory can be opened again as soon as this returns.
+        let closed = self.state.store.closed(Duration::from_secs(20));
+        drop(self.state);
+        if !closed.await {
+            tracing::warn!("the database is still held by unfinished work");
         }
         tracing::info!("stopped");
     }
@@ -91,6 +113,11 @@ pub fn open_store(
     config: &Config,
 ) -> Result<(Store, HashMap<Consumer, mpsc::UnboundedReceiver<Envelope>>), LaunchError> {
     prepare_data_dir(&config.data_dir)?;
+    // Refuses a directory of a newer binary; migrates an older one (after a backup).
+    let format = crate::ops::format::prepare(&config.data_dir)?;
+    if format.from != format.to || format.resumed {
+        tracing::info!(from = format.from, to = format.to, resumed = format.resumed, backup = ?format.backup, "data directory upgraded");
+    }
     let mut senders = HashMap::new();
     let mut receivers = HashMap::new();
     for consumer in Consumer::ALL {
@@ -152,6 +179,8 @@ pub async fn launch(
                 reason: format!("operator token: {e}"),
             }
         })?;
+    let people = crate::people::PeopleState::new(config.auth.clone())
+        .map_err(|e| LaunchError::Setup(format!("auth: {e}")))?;
     let live = LiveBus::default();
     let graph = GraphClient::new(GraphClientConfig {
         base_url: config.graph.base_url.clone(),
@@ -159,12 +188,14 @@ pub async fn launch(
         connect_timeout: Duration::from_millis(config.graph.timeout_ms.min(5_000)),
     })
     .map_err(|e| LaunchError::Setup(format!("graph: {e}")))?;
+    let (stop_workers, stop_rx) = watch::channel(false);
     let sender = SenderHandle::new(
         store.clone(),
         key.clone(),
         graph,
         config.graph.clone(),
         live.clone(),
+        stop_rx.clone(),
     );
     let (turns, turn_rx) = TurnScheduler::channel();
     let assistant = Assistant {
@@ -175,9 +206,9 @@ pub async fn launch(
         live: live.clone(),
         history_messages: config.pipeline.history_messages,
         max_tool_rounds: config.pipeline.max_tool_rounds,
+        metering: config.pipeline.metering,
     };
 
-    let (stop_workers, stop_rx) = watch::channel(false);
     let concurrency = config.pipeline.concurrency;
     let mut workers = Vec::new();
     let handlers: Vec<Arc<dyn crate::events::Handler>> = vec![
@@ -209,6 +240,11 @@ pub async fn launch(
         stop_rx.clone(),
     )));
 
+    let tls = match &config.tls {
+        Some(settings) => Some(crate::ops::tls::TlsState::new(settings)?),
+        None => None,
+    };
+    let ops = Arc::new(crate::ops::OpsState::new(&config, tls.clone()));
     let state = AppState {
         inner: Arc::new(AppInner {
             config,
@@ -218,26 +254,73 @@ pub async fn launch(
             live,
             sender,
             operator_token,
+            people: Arc::new(people),
+            tenant_data: Default::default(),
+            ops: ops.clone(),
         }),
+    };
+    workers.extend(crate::ops::spawn_background(&state, stop_rx.clone()));
+    let metrics_addr = match state.config.metrics_listen {
+        Some(at) => {
+            let metrics_listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| LaunchError::Setup(format!("metrics_listen {at}: {e}")))?;
+            let bound = metrics_listener.local_addr().ok();
+            let app = crate::ops::routes::metrics_router(state.clone());
+            let mut stop = stop_rx.clone();
+            workers.push(tokio::spawn(async move {
+                let served = axum::serve(metrics_listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }));
+            bound
+        }
+        None => None,
     };
     let addr = listener
         .local_addr()
         .map_err(|e| LaunchError::Setup(format!("listener: {e}")))?;
+    let mut redirect_addr = None;
+    if let Some(at) = state.config.tls.as_ref().and_then(|t| t.redirect_listen) {
+        let redirect = TcpListener::bind(at)
+            .await
+            .map_err(|e| LaunchError::Setup(format!("tls.redirect_listen {at}: {e}")))?;
+        redirect_addr = redirect.local_addr().ok();
+        workers.push(tokio::spawn(crate::ops::tls::serve_redirect(
+            redirect,
+            addr.port(),
+            stop_rx.clone(),
+        )));
+    }
     let app = web::router(state.clone());
-    let server = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
+    let server = match tls {
+        Some(tls) => {
+            workers.push(tokio::spawn(tls.clone().watch(stop_rx.clone())));
+            crate::ops::tls::spawn_https(listener, tls, app, shutdown)
+                .map_err(|e| LaunchError::Setup(format!("listener: {e}")))?
         }
-    });
-    tracing::info!(%addr, "wacrm is running");
+        None => tokio::spawn(async move {
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }),
+    };
+    tracing::info!(%addr, metrics = ?metrics_addr, "wacrm is running");
     Ok(Running {
         addr,
+        metrics_addr,
+        redirect_addr,
         state,
         server,
         workers,

@@ -53,6 +53,63 @@ pub struct Config {
     pub storage: StorageSettings,
     /// Log format: "text" for terminals, "json" for journald and log shippers.
     pub log_format: LogFormat,
+    /// Sign-in, sessions, single sign-on.
+    pub auth: crate::people::AuthSettings,
+    /// HTTPS served directly from certificate files. Absent: plain HTTP (behind a reverse proxy).
+    pub tls: Option<TlsSettings>,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose X-Forwarded-For / X-Forwarded-Proto are
+    /// believed. Requests from anywhere else are taken at their socket address.
+    pub trusted_proxies: Vec<String>,
+    /// Prometheus metrics on their own listener (keep it off the public interface). Absent: off.
+    pub metrics_listen: Option<SocketAddr>,
+    pub resources: ResourceSettings,
+    pub retention: RetentionSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain (leaf first), e.g. Let's Encrypt's fullchain.pem.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// A plain-HTTP listener that only redirects to HTTPS (e.g. 0.0.0.0:80). Absent: no plain HTTP.
+    #[serde(default)]
+    pub redirect_listen: Option<SocketAddr>,
+    /// How often the files are checked for change (they are also reloaded on SIGHUP).
+    #[serde(default = "default_tls_check_ms")]
+    pub reload_check_ms: u64,
+}
+
+fn default_tls_check_ms() -> u64 {
+    30_000
+}
+
+/// Limits that keep the appliance answering under a full disk or a flood.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSettings {
+    /// Below this much free space on the data directory's filesystem, uploads are refused.
+    pub min_free_mb_uploads: u64,
+    /// Below this, the service warns (log, /readyz, metrics) that webhooks will soon be refused.
+    pub min_free_mb_warn: u64,
+    /// Below this, webhooks are answered 503 (Meta retries them) so the store never fills up.
+    pub min_free_mb_webhooks: u64,
+    pub disk_check_ms: u64,
+    /// Webhook requests handled at once; more are answered 503 with Retry-After.
+    pub max_inflight_webhooks: usize,
+    /// Failed (unsigned, forged, malformed) webhook requests per IP per minute before that IP is
+    /// answered 429. Signed requests never count, so Meta's traffic cannot be locked out.
+    pub webhook_failures_per_minute: u32,
+    /// Failed sign-ins per IP per 15 minutes before that IP must wait.
+    pub sign_in_failures_per_15_minutes: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// How often the per-tenant retention sweep runs.
+    pub sweep_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -122,6 +179,9 @@ pub struct PipelineSettings {
     pub max_tool_rounds: u32,
     /// Concurrent event handlers per consumer.
     pub concurrency: usize,
+    /// Meter assistant replies against the tenants' plans. Off only for benchmarks measuring
+    /// what metering costs: with it off, quotas are not enforced.
+    pub metering: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +202,28 @@ impl Default for Config {
             pipeline: PipelineSettings::default(),
             storage: StorageSettings { max_batch: 512 },
             log_format: LogFormat::Text,
+            auth: crate::people::AuthSettings::default(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
+            resources: ResourceSettings::default(),
+            retention: RetentionSettings {
+                sweep_interval_s: 3_600,
+            },
+        }
+    }
+}
+
+impl Default for ResourceSettings {
+    fn default() -> Self {
+        Self {
+            min_free_mb_uploads: 1_024,
+            min_free_mb_warn: 512,
+            min_free_mb_webhooks: 128,
+            disk_check_ms: 5_000,
+            max_inflight_webhooks: 512,
+            webhook_failures_per_minute: 120,
+            sign_in_failures_per_15_minutes: 10,
         }
     }
 }
@@ -168,18 +250,10 @@ impl Default for PipelineSettings {
             history_messages: 12,
             max_tool_rounds: 3,
             concurrency: 64,
+            metering: true,
         }
     }
 }
-
-/// `WACRM_*` environment variables that belong to the command line or the log filter.
-const NOT_SETTINGS: &[&str] = &[
-    "log",
-    "config",
-    "channel_access_token",
-    "channel_app_secret",
-    "channel_verify_token",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -188,6 +262,22 @@ pub enum ConfigError {
     #[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
 }
+
+/// `WACRM_*` variables that are not settings: the config file's path and the log filter (read by
+/// the CLI), channel secrets of `wacrm channel add-cloud`, and install.sh's inputs. Without this
+/// list, setting any of them made the configuration fail to load ("unknown field").
+const ENV_NOT_SETTINGS: &[&str] = &[
+    "config",
+    "log",
+    "channel_access_token",
+    "channel_app_secret",
+    "channel_verify_token",
+    "operator_password",
+    "user_password",
+    "install_root",
+    "bin",
+    "skip_models",
+];
 
 impl Config {
     /// Defaults, then `file` (if given; it must exist), then `WACRM_*` environment variables.
@@ -202,8 +292,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // The CLI and the log filter read these WACRM_* variables themselves; they are not settings.
-        figment = figment.merge(Env::prefixed("WACRM_").ignore(NOT_SETTINGS).split("__"));
+        figment = figment.merge(Env::prefixed("WACRM_").ignore(ENV_NOT_SETTINGS).split("__"));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
@@ -271,6 +360,37 @@ impl Config {
         if self.storage.max_batch == 0 {
             errors.push("storage.max_batch: must be at least 1".into());
         }
+        self.auth.validate(&mut errors);
+        for proxy in &self.trusted_proxies {
+            if crate::ops::clientip::IpNet::parse(proxy).is_none() {
+                errors.push(format!(
+                    "trusted_proxies: {proxy:?} is not an IP address or CIDR block"
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.reload_check_ms == 0 {
+                errors.push("tls.reload_check_ms: must be greater than 0".into());
+            }
+            if tls.redirect_listen == Some(self.listen) {
+                errors.push("tls.redirect_listen: must differ from listen".into());
+            }
+        }
+        let r = &self.resources;
+        if r.min_free_mb_webhooks > r.min_free_mb_warn {
+            errors.push(
+                "resources.min_free_mb_webhooks: must not exceed resources.min_free_mb_warn".into(),
+            );
+        }
+        if r.max_inflight_webhooks == 0 {
+            errors.push("resources.max_inflight_webhooks: must be at least 1".into());
+        }
+        if r.disk_check_ms == 0 {
+            errors.push("resources.disk_check_ms: must be greater than 0".into());
+        }
+        if self.retention.sweep_interval_s == 0 {
+            errors.push("retention.sweep_interval_s: must be greater than 0".into());
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -279,9 +399,10 @@ impl Config {
     }
 
     pub fn public_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
     }
 
     pub fn debounce(&self) -> Duration {
@@ -299,6 +420,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns figment::Error
     fn file_then_environment_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wacrm.toml");
@@ -325,6 +447,35 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
             assert!(!format!("{config:?}").contains("sk-test"), "secret leaked");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment::Error
+    fn wacrm_variables_that_are_not_settings_are_not_unknown_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WACRM_LOG", "debug");
+            jail.set_env("WACRM_CHANNEL_APP_SECRET", "s");
+            jail.set_env("WACRM_PIPELINE__DEBOUNCE_MS", "300");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.pipeline.debounce_ms, 300);
+            jail.set_env("WACRM_PIPELINE__DEBOUNCE_MZ", "300");
+            assert!(Config::load(None).is_err(), "typos are still errors");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns figment::Error
+    fn cli_variables_are_not_mistaken_for_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WACRM_CONFIG", "/etc/wacrm/wacrm.toml");
+            jail.set_env("WACRM_LOG", "debug");
+            jail.set_env("WACRM_CHANNEL_APP_SECRET", "s");
+            jail.set_env("WACRM_LISTEN", "127.0.0.1:9999");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.listen.port(), 9999);
             Ok(())
         });
     }

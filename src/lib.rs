@@ -8,10 +8,14 @@
 pub mod app;
 pub mod assistant;
 pub mod bench;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod conversations;
 pub mod events;
+pub mod knowledge;
+pub mod ops;
+pub mod people;
 pub mod storage;
 pub mod tenants;
 pub mod testkit;

@@ -53,4 +53,6 @@ pub struct Assistant {
     pub live: LiveBus,
     pub history_messages: usize,
     pub max_tool_rounds: u32,
+    /// Meter replies against the tenant's plan (off only to measure what metering costs).
+    pub metering: bool,
 }

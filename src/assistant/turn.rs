@@ -8,13 +8,14 @@ use std::time::Duration;
 use super::language::{self, Lang};
 use super::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, ToolDef};
 use super::{intent, Assistant, KnowledgePassage};
+use crate::billing::meter::TokenUsage;
 use crate::conversations::actions::{clear_pending_turn, hand_off, queue_outbound};
 use crate::conversations::turns::{ScheduledTurn, TurnFuture, TurnResult, TurnRunner};
 use crate::conversations::{
     Author, Conversation, ConversationState, HandoffReason, LiveUpdate, Message, MessageBody,
     Source, CONVERSATIONS, PENDING_TURNS,
 };
-use crate::storage::{StoreError, TenantId};
+use crate::storage::{StoreError, TenantId, WriteCtx};
 use crate::tenants::{Tenant, TenantStatus};
 use crate::whatsapp::outbound::OutboundContent;
 
@@ -66,6 +67,19 @@ impl TurnRunner for Assistant {
     }
 }
 
+/// The metrics label of a handoff reason (a closed set).
+fn handoff_label(reason: &HandoffReason) -> &'static str {
+    match reason {
+        HandoffReason::CustomerAsked => "customer_asked",
+        HandoffReason::NoGroundedAnswer => "no_grounded_answer",
+        HandoffReason::ToolCall { .. } => "tool_call",
+        HandoffReason::ProviderFailure { .. } => "provider_failure",
+        HandoffReason::ToolLoop => "tool_loop",
+        HandoffReason::NonTextMessage => "non_text_message",
+        HandoffReason::QuotaExhausted => "quota_exhausted",
+    }
+}
+
 struct TurnInput {
     tenant: Tenant,
     conversation: Conversation,
@@ -73,6 +87,21 @@ struct TurnInput {
     /// The customer's messages since the last reply, joined.
     question: String,
     last_customer_wamid: Option<String>,
+    /// Tokens the model reported for this turn (recorded in the commit, for cost visibility).
+    tokens: std::sync::Mutex<TokenUsage>,
+}
+
+impl TurnInput {
+    fn count_tokens(&self, usage: &super::llm::Usage) {
+        let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        t.llm_calls += 1;
+        t.llm_prompt_tokens += u64::from(usage.prompt_tokens);
+        t.llm_completion_tokens += u64::from(usage.completion_tokens);
+    }
+
+    fn tokens(&self) -> TokenUsage {
+        *self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Assistant {
@@ -88,8 +117,35 @@ impl Assistant {
         if let Some(wamid) = &input.last_customer_wamid {
             self.mark_read_and_typing(turn.tenant, &input.conversation, wamid.clone());
         }
-        let decision = self.decide(&input).await;
-        self.commit(turn, decision).await
+        let lang = language::detect(&input.question);
+        let decision = match self.quota_precheck(&input, lang) {
+            Some(handoff) => handoff,
+            None => self.decide(&input).await,
+        };
+        self.commit(turn, decision, lang, input.tokens()).await
+    }
+
+    /// The cheap read before calling the model: with the period's quota used up (and no
+    /// overage), hand off at once instead of generating a reply the commit would refuse.
+    fn quota_precheck(&self, input: &TurnInput, lang: Lang) -> Option<Decision> {
+        if !self.metering
+            || input.tenant.status != TenantStatus::Active
+            || input.conversation.state != ConversationState::Bot
+        {
+            return None;
+        }
+        match crate::billing::reply_allowed(&self.store, input.tenant.id, jiff::Timestamp::now()) {
+            Ok(true) => None,
+            Ok(false) => Some(Decision::HandOff {
+                reason: HandoffReason::QuotaExhausted,
+                notice: language::handoff_notice(lang).into(),
+            }),
+            Err(e) => {
+                // The commit checks again and decides; the pre-check only saves a model call.
+                tracing::warn!(tenant = %input.tenant.id, error = %e, "quota pre-check failed");
+                None
+            }
+        }
     }
 
     /// Reads what the turn needs; None when the turn is stale or already done.
@@ -142,6 +198,7 @@ impl Assistant {
                 history,
                 question: pending_questions.join("\n"),
                 last_customer_wamid,
+                tokens: Default::default(),
             }))
         })
     }
@@ -195,7 +252,25 @@ impl Assistant {
         let sources: Vec<Source> = passages.iter().map(KnowledgePassage::to_source).collect();
         for _round in 0..self.max_tool_rounds {
             let request = ChatRequest::new(messages.clone()).with_tools(vec![handoff_tool()]);
-            let response: ChatResponse = match llm.chat(&request).await {
+            let started = std::time::Instant::now();
+            let answer = llm.chat(&request).await;
+            match &answer {
+                Ok(r) => crate::ops::metrics::llm_call(
+                    input.tenant.id,
+                    "ok",
+                    started.elapsed(),
+                    r.usage.prompt_tokens,
+                    r.usage.completion_tokens,
+                ),
+                Err(e) => crate::ops::metrics::llm_call(
+                    input.tenant.id,
+                    e.code(),
+                    started.elapsed(),
+                    0,
+                    0,
+                ),
+            }
+            let response: ChatResponse = match answer {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(tenant = %input.tenant.id, conversation = %input.conversation.id, code = e.code(), "generation failed; handing off");
@@ -207,6 +282,7 @@ impl Assistant {
                     };
                 }
             };
+            input.count_tokens(&response.usage);
             if let Some(call) = response.tool_calls.first() {
                 if call.name == HANDOFF_TOOL {
                     let detail = call
@@ -256,11 +332,28 @@ impl Assistant {
         }
     }
 
-    async fn commit(&self, turn: ScheduledTurn, decision: Decision) -> Result<(), StoreError> {
+    pub(crate) async fn commit(
+        &self,
+        turn: ScheduledTurn,
+        decision: Decision,
+        lang: Lang,
+        tokens: TokenUsage,
+    ) -> Result<(), StoreError> {
         let tenant = turn.tenant;
+        let metering = self.metering;
+        let (outcome, handoff) = match &decision {
+            Decision::Reply { .. } => ("reply", None),
+            Decision::HandOff { reason, .. } => ("handoff", Some(handoff_label(reason))),
+            Decision::Silent => ("silent", None),
+        };
         let changed = self
             .store
             .write(move |ctx| {
+                let now = jiff::Timestamp::now();
+                if metering {
+                    // Spent whether or not the turn is still current.
+                    crate::billing::meter::record_tokens_in(ctx, tenant, tokens, now)?;
+                }
                 let current = ctx
                     .tenant(tenant)
                     .get(&PENDING_TURNS, turn.conversation.as_bytes())?;
@@ -279,6 +372,11 @@ impl Assistant {
                 if c.state != ConversationState::Bot {
                     return Ok(true);
                 }
+                let decision = if metering {
+                    metered(ctx, tenant, &decision, lang, now)?
+                } else {
+                    decision.clone()
+                };
                 match &decision {
                     Decision::Silent => {}
                     Decision::Reply { text, sources } => {
@@ -315,6 +413,10 @@ impl Assistant {
             })
             .await?;
         if changed {
+            crate::ops::metrics::turn(tenant, outcome);
+            if let Some(reason) = handoff {
+                crate::ops::metrics::handoff(tenant, reason);
+            }
             self.live
                 .publish(LiveUpdate::message(tenant, turn.conversation));
         }
@@ -328,6 +430,38 @@ impl Assistant {
         tokio::spawn(async move {
             sender.mark_read(tenant, channel, &wamid).await;
         });
+    }
+}
+
+/// Meters the turn's outcome in its commit: a reply takes one unit of the period's quota, or,
+/// with none left, becomes a handoff (its notice is not metered). Checking and counting in the
+/// one write transaction is what keeps concurrent turns from ever exceeding the quota.
+fn metered(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    decision: &Decision,
+    lang: Lang,
+    now: jiff::Timestamp,
+) -> Result<Decision, StoreError> {
+    match decision {
+        Decision::Reply { .. } => {
+            if crate::billing::meter_reply(ctx, tenant, now)?.may_reply() {
+                Ok(decision.clone())
+            } else {
+                Ok(Decision::HandOff {
+                    reason: HandoffReason::QuotaExhausted,
+                    notice: language::handoff_notice(lang).into(),
+                })
+            }
+        }
+        Decision::HandOff {
+            reason: HandoffReason::QuotaExhausted,
+            ..
+        } => {
+            crate::billing::record_quota_handoff(ctx, tenant, now)?;
+            Ok(decision.clone())
+        }
+        _ => Ok(decision.clone()),
     }
 }
 

@@ -368,7 +368,7 @@ fn rows_of(
                     payload: EventPayload::InboundMessage {
                         channel,
                         profile_name: profile_name.clone(),
-                        message,
+                        message: Box::new(message),
                     },
                 })
                 .map_err(corrupt)?;

@@ -72,6 +72,23 @@ pub enum BenchCommand {
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
+    /// Backup time and throughput on a data directory of a given size, and the webhook p99
+    /// during the backup against the same load without it.
+    Backup(crate::ops::bench::BackupBenchArgs),
+    /// What the quota check adds to an assistant turn: the turn's commit with metering on and
+    /// off (alternating, same run), the pre-check, and the metering step alone.
+    Quota {
+        /// Turn commits to measure (half with metering, half without).
+        #[arg(long, default_value_t = 4_000)]
+        turns: usize,
+        /// Turns committing at once (sharing group commits).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Directory for the throwaway data directory (default: the system temp dir). Put it on
+        /// the disk the real data directory lives on.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -108,6 +125,20 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
             })
             .await?;
             print!("{}", report.table());
+        }
+        BenchCommand::Backup(args) => crate::ops::bench::run(config, args).await?,
+        BenchCommand::Quota {
+            turns,
+            concurrency,
+            work_dir,
+        } => {
+            let report = crate::billing::bench::run(crate::billing::bench::QuotaBenchOptions {
+                turns,
+                concurrency,
+                work_dir,
+            })
+            .await?;
+            print!("{}", report.render());
         }
     }
     Ok(())

@@ -21,7 +21,7 @@ pub struct ApiClient {
 impl ApiClient {
     pub fn new(base: &str, token: &str) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: local_http_client(base),
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
         }
@@ -67,6 +67,59 @@ impl ApiClient {
     pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
+
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    /// A non-JSON resource (a CSV statement).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
+            let code = value["error"]["code"].as_str().unwrap_or("error");
+            bail!("{message} ({code}, HTTP {})", status.as_u16());
+        }
+        Ok(text)
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// The CLI talks to the server on this machine. Over HTTPS on the loopback address the server's
+/// certificate names the public host, not 127.0.0.1, so it cannot be verified by name there; the
+/// connection never leaves the machine.
+pub fn local_http_client(base: &str) -> reqwest::Client {
+    let host = base
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
+        .unwrap_or("");
+    let loopback = host.starts_with("127.")
+        || host.starts_with("0.0.0.0")
+        || host.starts_with("[::1]")
+        || host.starts_with("[::]")
+        || host.starts_with("localhost");
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(loopback)
+        .build()
+        .unwrap_or_default()
 }
 
 pub fn write_server_file(data_dir: &Path, url: &str) -> anyhow::Result<()> {
@@ -124,11 +177,11 @@ impl Session {
     }
 }
 
-fn print_json(v: &Value) {
+pub(super) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-async fn with_session<F, Fut>(config: Config, f: F) -> anyhow::Result<()>
+pub(super) async fn with_session<F, Fut>(config: Config, f: F) -> anyhow::Result<()>
 where
     F: FnOnce(ApiClient) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -166,6 +219,21 @@ pub async fn tenant(config: Config, cmd: TenantCommand) -> anyhow::Result<()> {
                     )
                     .await?;
                 print_json(&t);
+            }
+            TenantCommand::Suspend { tenant } => print_json(
+                &api.post(&format!("/api/v1/tenants/{tenant}/suspend"), json!({}))
+                    .await?,
+            ),
+            TenantCommand::Resume { tenant } => print_json(
+                &api.post(&format!("/api/v1/tenants/{tenant}/resume"), json!({}))
+                    .await?,
+            ),
+            TenantCommand::Delete { tenant, yes } => {
+                if !yes {
+                    bail!("deleting a tenant removes all of its data for good; add --yes to do it");
+                }
+                let report = api.delete(&format!("/api/v1/tenants/{tenant}")).await?;
+                print_json(&report);
             }
         }
         Ok(())

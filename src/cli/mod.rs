@@ -3,7 +3,9 @@
 //! server runs on that directory, start one in-process for the duration of the command. Either
 //! way there is one code path for every change: the API.
 
-mod client;
+mod billing;
+pub mod client;
+mod people;
 mod simulate;
 
 use std::path::PathBuf;
@@ -48,11 +50,52 @@ pub enum Command {
     /// Manage a tenant's WhatsApp channels.
     #[command(subcommand)]
     Channel(ChannelCommand),
+    /// Plans and their prices and limits (operator).
+    #[command(subcommand)]
+    Plan(billing::PlanCommand),
+    /// A tenant's plan, usage against its limits, periods and statements; the overview.
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
+    /// Manage operator accounts (the group's administrators).
+    #[command(subcommand)]
+    Operator(people::OperatorCommand),
+    /// Manage a tenant's people.
+    #[command(subcommand)]
+    User(people::UserCommand),
+    /// Manage a tenant's API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(people::ApiKeyCommand),
+    /// Read the audit log (all of it, or one tenant's).
+    Audit(people::AuditArgs),
     /// Play a customer on a sandbox channel from this terminal.
     Simulate(simulate::SimulateArgs),
     /// Benchmarks (printed as ratios against a baseline measured in the same run).
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Copy the data directory consistently, even while the service runs and takes traffic. The
+    /// copy is checked, then moved into DEST (a new or empty directory).
+    Backup { dest: PathBuf },
+    /// Check a backup, then put it in place of the data directory (stop the service first). The
+    /// replaced directory is kept aside.
+    Restore {
+        src: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Check the store: redb's integrity check and every record (stop the service first).
+    Check,
+    /// Check configuration, permissions, disk space, models, certificate and remote APIs.
+    Doctor,
+    /// Per-tenant data retention.
+    #[command(subcommand)]
+    Retention(crate::ops::cli::RetentionCommand),
+    /// Erase everything stored about one customer of a tenant (audited).
+    EraseCustomer {
+        tenant: String,
+        /// The customer's WhatsApp number (digits, country code first).
+        customer: String,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,6 +119,17 @@ pub enum TenantCommand {
         /// IANA time zone, e.g. Asia/Jakarta.
         #[arg(long, default_value = "UTC")]
         time_zone: String,
+    },
+    /// Suspend a tenant: webhooks are still stored but not answered, its people cannot sign in.
+    Suspend { tenant: String },
+    /// Resume a suspended tenant.
+    Resume { tenant: String },
+    /// Delete a tenant and all of its data; prints what was removed.
+    Delete {
+        tenant: String,
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -153,6 +207,10 @@ pub fn init_logging(format: LogFormat) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Doctor = cli.command {
+        // The doctor reports a broken configuration instead of failing on it.
+        return crate::ops::doctor::run(cli.config.as_deref(), cli.data_dir.clone()).await;
+    }
     let mut config = load_config(&cli)?;
     match cli.command {
         Command::Serve(args) => {
@@ -166,8 +224,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => client::tenant(config, cmd).await,
         Command::Outlet(cmd) => client::outlet(config, cmd).await,
         Command::Channel(cmd) => client::channel(config, cmd).await,
+        Command::Plan(cmd) => billing::plan(config, cmd).await,
+        Command::Billing(cmd) => billing::billing(config, cmd).await,
+        Command::Operator(cmd) => people::operator(config, cmd).await,
+        Command::User(cmd) => people::user(config, cmd).await,
+        Command::ApiKey(cmd) => people::api_key(config, cmd).await,
+        Command::Audit(args) => people::audit(config, args).await,
         Command::Simulate(args) => simulate::run(config, args).await,
         Command::Bench(cmd) => crate::bench::run(config, cmd).await,
+        Command::Backup { dest } => crate::ops::cli::backup(config, dest).await,
+        Command::Restore { src, yes } => crate::ops::cli::restore(config, src, yes).await,
+        Command::Check => crate::ops::cli::check(config).await,
+        Command::Doctor => Ok(()),
+        Command::Retention(cmd) => crate::ops::cli::retention(config, cmd).await,
+        Command::EraseCustomer { tenant, customer } => {
+            crate::ops::cli::erase_customer(config, tenant, customer).await
+        }
     }
 }
 

@@ -55,7 +55,7 @@ impl Handler for ConversationsHandler {
                         envelope.tenant,
                         *channel,
                         profile_name.clone(),
-                        message.clone(),
+                        (**message).clone(),
                     )
                     .await
                 }
@@ -98,11 +98,12 @@ impl ConversationsHandler {
         let filed = self
             .store
             .write(move |ctx| {
-                let active = ctx
-                    .operator()
-                    .get(&TENANTS, tenant.as_bytes())?
-                    .map(|t| t.status == TenantStatus::Active)
-                    .unwrap_or(false);
+                // Checked inside the write: a tenant deleted meanwhile gets no rows back.
+                let Some(tenant_row) = ctx.operator().get(&TENANTS, tenant.as_bytes())? else {
+                    crate::events::ack(ctx, consumer, seq)?;
+                    return Ok(None);
+                };
+                let active = tenant_row.status == TenantStatus::Active;
                 let now = crate::events::now_ms();
                 let mut t = ctx.tenant(tenant);
                 let filed =
@@ -141,14 +142,17 @@ impl ConversationsHandler {
                     }
                 }
                 crate::events::ack(ctx, consumer, seq)?;
-                Ok(Filed {
+                Ok(Some(Filed {
                     conversation: filed.0,
                     message: filed.2,
                     scheduled,
-                })
+                }))
             })
             .await?;
         delivery.mark_acked();
+        let Some(filed) = filed else {
+            return Ok(());
+        };
         if let Some(turn) = filed.scheduled {
             self.turns.schedule(turn);
         }
@@ -262,6 +266,8 @@ fn file_into_conversation(
         author: Author::Customer,
         body: MessageBody::Inbound {
             content: inbound.content.clone(),
+            context: inbound.context.clone(),
+            referral: inbound.referral.clone().map(Box::new),
         },
         status: MessageStatus::Received,
         wamid: Some(inbound.wamid.clone()),

@@ -84,7 +84,7 @@ pub fn list_conversations(
         .map(|(_, c)| c)
         .filter(|c| state.is_none_or(|s| c.state == s))
         .collect();
-    all.sort_by(|a, b| b.last_message_ms.cmp(&a.last_message_ms));
+    all.sort_by_key(|c| std::cmp::Reverse(c.last_message_ms));
     all.truncate(limit);
     Ok(all)
 }

@@ -7,7 +7,7 @@ use crate::storage::{
     ChannelId, Collection, ContactId, ConversationId, MessageId, OutletId, Record,
 };
 use crate::whatsapp::outbound::OutboundContent;
-use crate::whatsapp::payload::MessageContent;
+use crate::whatsapp::payload::{MessageContent, Referral, ReplyContext};
 
 /// WhatsApp's customer-service window: free-form messages are allowed for 24 hours after the
 /// customer's last message.
@@ -57,10 +57,16 @@ impl ConversationState {
 pub enum HandoffReason {
     CustomerAsked,
     NoGroundedAnswer,
-    ToolCall { detail: String },
-    ProviderFailure { detail: String },
+    ToolCall {
+        detail: String,
+    },
+    ProviderFailure {
+        detail: String,
+    },
     ToolLoop,
     NonTextMessage,
+    /// The plan's assistant replies for the period are used up (and it allows no overage).
+    QuotaExhausted,
 }
 
 impl HandoffReason {
@@ -75,6 +81,9 @@ impl HandoffReason {
             HandoffReason::ToolLoop => "assistant kept calling tools without answering".into(),
             HandoffReason::NonTextMessage => {
                 "customer sent something the assistant cannot read".into()
+            }
+            HandoffReason::QuotaExhausted => {
+                "quota exhausted: the plan's assistant replies for this period are used up".into()
             }
         }
     }
@@ -176,6 +185,12 @@ impl MessageStatus {
 pub enum MessageBody {
     Inbound {
         content: MessageContent,
+        /// The message the customer replied to (quoted), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<ReplyContext>,
+        /// Click-to-WhatsApp ad attribution, if the customer came from an ad.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        referral: Option<Box<Referral>>,
     },
     Outbound {
         content: OutboundContent,
@@ -189,7 +204,7 @@ pub enum MessageBody {
 impl MessageBody {
     pub fn kind(&self) -> &'static str {
         match self {
-            MessageBody::Inbound { content } => content.kind(),
+            MessageBody::Inbound { content, .. } => content.kind(),
             MessageBody::Outbound { content } => content.kind(),
             MessageBody::Note { .. } => "note",
         }
@@ -197,7 +212,7 @@ impl MessageBody {
 
     pub fn preview_text(&self) -> String {
         match self {
-            MessageBody::Inbound { content } => content.preview_text(),
+            MessageBody::Inbound { content, .. } => content.preview_text(),
             MessageBody::Outbound { content } => content.preview_text(),
             MessageBody::Note { text } => text.clone(),
         }

@@ -2,35 +2,48 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{actions, Conversation, ConversationState, LiveUpdate, Message};
-use crate::storage::ConversationId;
-use crate::tenants;
-use crate::web::auth::Operator;
-use crate::web::{ApiError, AppState};
+use crate::people::audit::{self, AuditEntry};
+use crate::people::Role;
+use crate::storage::{ConversationId, TenantId};
+use crate::web::auth::TenantCtx;
+use crate::web::{Access, Api, ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tenants/{tenant}/conversations", get(list))
-        .route("/api/v1/tenants/{tenant}/conversations/{id}", get(show))
-        .route(
+pub fn api() -> Api {
+    use Access::Tenant;
+    Api::new()
+        .get(
+            "/api/v1/tenants/{tenant}/conversations",
+            Tenant(Role::Viewer),
+            list,
+        )
+        .get(
+            "/api/v1/tenants/{tenant}/conversations/{id}",
+            Tenant(Role::Viewer),
+            show,
+        )
+        .post(
             "/api/v1/tenants/{tenant}/conversations/{id}/takeover",
-            post(take_over),
+            Tenant(Role::Agent),
+            take_over,
         )
-        .route(
+        .post(
             "/api/v1/tenants/{tenant}/conversations/{id}/reply",
-            post(reply),
+            Tenant(Role::Agent),
+            reply,
         )
-        .route(
+        .post(
             "/api/v1/tenants/{tenant}/conversations/{id}/handback",
-            post(hand_back),
+            Tenant(Role::Agent),
+            hand_back,
         )
-        .route(
+        .post(
             "/api/v1/tenants/{tenant}/conversations/{id}/close",
-            post(close),
+            Tenant(Role::Agent),
+            close,
         )
 }
 
@@ -60,32 +73,40 @@ fn parse_state(s: &str) -> Result<ConversationState, ApiError> {
     })
 }
 
-fn ids(
+/// The conversation `id` of the caller's tenant, if the caller works for its outlet.
+fn conversation_for(
     state: &AppState,
-    tenant: &str,
+    ctx: &TenantCtx,
     id: &str,
-) -> Result<(crate::storage::TenantId, ConversationId), ApiError> {
-    let tenant = tenants::find_tenant(&state.store, tenant)?;
+) -> Result<(TenantId, Conversation), ApiError> {
     let id: ConversationId = id
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_input", "id: not a conversation id"))?;
-    Ok((tenant.id, id))
+    let conversation = super::get_conversation(&state.store, ctx.id(), id)?
+        .ok_or_else(|| ApiError::not_found(format!("conversation {id} not found")))?;
+    if !ctx.principal.covers_outlet(conversation.outlet) {
+        return Err(ApiError::forbidden(
+            "this conversation belongs to an outlet you do not work for",
+        ));
+    }
+    Ok((ctx.id(), conversation))
 }
 
 async fn list(
-    _op: Operator,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    ctx: TenantCtx,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Conversation>>, ApiError> {
-    let tenant = tenants::find_tenant(&state.store, &tenant)?;
     let filter = q.state.as_deref().map(parse_state).transpose()?;
-    Ok(Json(super::list_conversations(
-        &state.store,
-        tenant.id,
-        filter,
-        q.limit.min(1000),
-    )?))
+    let limit = q.limit.min(1000);
+    // Outlet-limited callers see their outlets' conversations only.
+    let all = super::list_conversations(&state.store, ctx.id(), filter, usize::MAX)?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|c| ctx.principal.covers_outlet(c.outlet))
+            .take(limit)
+            .collect(),
+    ))
 }
 
 #[derive(Serialize)]
@@ -95,14 +116,12 @@ struct ConversationDetail {
 }
 
 async fn show(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, id)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<ConversationDetail>, ApiError> {
-    let (tenant, id) = ids(&state, &tenant, &id)?;
-    let conversation = super::get_conversation(&state.store, tenant, id)?
-        .ok_or_else(|| ApiError::not_found(format!("conversation {id} not found")))?;
-    let messages = super::recent_messages(&state.store, tenant, id, 500)?;
+    let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
+    let messages = super::recent_messages(&state.store, tenant, conversation.id, 500)?;
     Ok(Json(ConversationDetail {
         conversation,
         messages,
@@ -110,13 +129,25 @@ async fn show(
 }
 
 async fn take_over(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, id)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
-    let (tenant, id) = ids(&state, &tenant, &id)?;
+    let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
+    let id = conversation.id;
     let c = actions::take_over(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
+    audit::record_now(
+        &state.store,
+        AuditEntry::new(
+            ctx.actor(),
+            "conversation.taken_over",
+            format!("conversation {id}"),
+        )
+        .tenant(tenant)
+        .detail(serde_json::json!({"outlet": c.outlet})),
+    )
+    .await?;
     Ok(Json(c))
 }
 
@@ -126,35 +157,38 @@ struct ReplyBody {
 }
 
 async fn reply(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, id)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, id)): Path<(String, String)>,
     body: Result<Json<ReplyBody>, JsonRejection>,
 ) -> Result<Json<Message>, ApiError> {
     let Json(body) = body?;
-    let (tenant, id) = ids(&state, &tenant, &id)?;
+    let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
+    let id = conversation.id;
     let m = actions::agent_reply(&state.store, tenant, id, body.text).await?;
     state.live.publish(LiveUpdate::message(tenant, id));
     Ok(Json(m))
 }
 
 async fn hand_back(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, id)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
-    let (tenant, id) = ids(&state, &tenant, &id)?;
+    let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
+    let id = conversation.id;
     let c = actions::hand_back(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
     Ok(Json(c))
 }
 
 async fn close(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, id)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
-    let (tenant, id) = ids(&state, &tenant, &id)?;
+    let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
+    let id = conversation.id;
     let c = actions::close(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
     Ok(Json(c))

@@ -227,6 +227,11 @@ async fn deliver(store: &Store, handler: &dyn Handler, envelope: Envelope, stopp
                 }
                 let delay = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(8)));
                 tokio::time::sleep(delay).await;
+                // A handler may fail because the app is stopping (it sees the stop signal before
+                // this loop does): no new attempt then, the event stays queued.
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
             }
             Err(error) => {
                 tracing::error!(consumer = consumer.name(), seq, attempt, tenant = %delivery.envelope.tenant, %error, "handler gave up; event parked as a dead letter");

@@ -52,7 +52,7 @@ pub enum EventPayload {
     InboundMessage {
         channel: ChannelId,
         profile_name: Option<String>,
-        message: InboundMessage,
+        message: Box<InboundMessage>,
     },
     /// A delivery status of one of our messages (sent, delivered, read, failed).
     InboundStatus {

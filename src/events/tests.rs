@@ -1,1 +1,194 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::storage::Store;
+
+/// A sender-side consumer double that records what it saw and can be told to fail.
+struct Recorder {
+    seen: Mutex<Vec<(String, u64)>>,
+    failures_left: AtomicU32,
+    permanent: bool,
+    done: tokio::sync::Notify,
+}
+
+impl Handler for Recorder {
+    fn consumer(&self) -> Consumer {
+        Consumer::Sender
+    }
+    fn lane(&self, envelope: &Envelope) -> LaneKey {
+        match &envelope.payload {
+            EventPayload::OutgoingMessage { conversation, .. } => conversation.to_string(),
+            _ => String::new(),
+        }
+    }
+    fn handle<'a>(&'a self, delivery: &'a Delivery) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            if self.failures_left.load(Ordering::SeqCst) > 0 {
+                self.failures_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(if self.permanent {
+                    HandlerError::Permanent("broken".into())
+                } else {
+                    HandlerError::Retry("flaky".into())
+                });
+            }
+            let lane = self.lane(&delivery.envelope);
+            self.seen
+                .lock()
+                .unwrap()
+                .push((lane, delivery.envelope.seq));
+            self.done.notify_waiters();
+            Ok(())
+        })
+    }
+}
+
+fn recorder(failures: u32, permanent: bool) -> Arc<Recorder> {
+    Arc::new(Recorder {
+        seen: Mutex::default(),
+        failures_left: AtomicU32::new(failures),
+        permanent,
+        done: tokio::sync::Notify::new(),
+    })
+}
+
+fn open(path: &std::path::Path) -> (Store, mpsc::UnboundedReceiver<Envelope>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let store = Store::open(
+        path,
+        64,
+        Box::new(move |events| {
+            for e in events {
+                if e.consumer == Consumer::Sender {
+                    let _ = tx.send(e);
+                }
+            }
+        }),
+    )
+    .unwrap();
+    (store, rx)
+}
+
+async fn publish_outgoing(store: &Store, tenant: TenantId, conversation: ConversationId, n: usize) {
+    for _ in 0..n {
+        store
+            .write(move |ctx| {
+                publish(
+                    ctx,
+                    tenant,
+                    EventPayload::OutgoingMessage {
+                        conversation,
+                        message: MessageId::new(),
+                    },
+                )
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn wait_seen(r: &Recorder, n: usize) -> Vec<(String, u64)> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let notified = r.done.notified();
+            if r.seen.lock().unwrap().len() >= n {
+                return r.seen.lock().unwrap().clone();
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    })
+    .await
+    .expect("events delivered in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_delivered_in_order_per_lane_and_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rx) = open(&dir.path().join("e.redb"));
+    let r = recorder(0, false);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(Dispatcher::run(store.clone(), r.clone(), rx, 8, stop_rx));
+    let tenant = TenantId::new();
+    let (c1, c2) = (ConversationId::new(), ConversationId::new());
+    tokio::join!(
+        publish_outgoing(&store, tenant, c1, 20),
+        publish_outgoing(&store, tenant, c2, 20)
+    );
+    let seen = wait_seen(&r, 40).await;
+    let mut per_lane: HashMap<String, Vec<u64>> = HashMap::new();
+    for (lane, seq) in seen {
+        per_lane.entry(lane).or_default().push(seq);
+    }
+    for seqs in per_lane.values() {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(seqs, &sorted, "one lane's events must be handled in order");
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(queue_depth(&store, Consumer::Sender).unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacked_events_are_redelivered_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.redb");
+    let tenant = TenantId::new();
+    {
+        // Published, but no dispatcher runs: as if the process died before handling them.
+        let (store, _rx) = open(&path);
+        publish_outgoing(&store, tenant, ConversationId::new(), 3).await;
+    }
+    let (store, rx) = loop {
+        match std::panic::catch_unwind(|| open(&path)) {
+            Ok(v) => break v,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let r = recorder(0, false);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(Dispatcher::run(store.clone(), r.clone(), rx, 4, stop_rx));
+    assert_eq!(wait_seen(&r, 3).await.len(), 3);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(queue_depth(&store, Consumer::Sender).unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_and_permanent_ones_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rx) = open(&dir.path().join("e.redb"));
+    let r = recorder(2, false);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(Dispatcher::run(store.clone(), r.clone(), rx, 4, stop_rx));
+    publish_outgoing(&store, TenantId::new(), ConversationId::new(), 1).await;
+    assert_eq!(wait_seen(&r, 1).await.len(), 1);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, rx) = open(&dir.path().join("e.redb"));
+    let r = recorder(1, true);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(Dispatcher::run(store.clone(), r.clone(), rx, 4, stop_rx));
+    publish_outgoing(&store, TenantId::new(), ConversationId::new(), 1).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while queue_depth(&store, Consumer::Sender).unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let letters = store
+        .read(|r| r.operator().scan(&DEAD_LETTERS, &[], false, usize::MAX))
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].1.error, "broken");
+    assert!(r.seen.lock().unwrap().is_empty());
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

@@ -62,3 +62,13 @@ id_type!(ChannelId);
 id_type!(ContactId);
 id_type!(ConversationId);
 id_type!(MessageId);
+id_type!(
+    /// A person of a tenant (admin, agent or viewer).
+    UserId
+);
+id_type!(
+    /// An operator account (the appliance's administrators).
+    OperatorId
+);
+id_type!(ApiKeyId);
+id_type!(InvitationId);

@@ -14,16 +14,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use redb::{Database, Durability, TableHandle};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::Envelope;
 pub use ids::*;
 pub use record::Record;
+use scoped::WriteTables;
 pub use scoped::{
     Collection, GlobalCollection, GlobalWrite, OperatorRead, OperatorWrite, Rows, TenantRead,
     TenantWrite,
 };
-use scoped::{WriteTables, GLOBAL_TABLE, TENANT_TABLE};
+pub use scoped::{GLOBAL_TABLE, TENANT_TABLE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -182,6 +183,20 @@ pub struct Store {
     jobs: mpsc::Sender<Box<dyn Job>>,
     path: PathBuf,
     stats: Arc<std::sync::Mutex<CommitStats>>,
+    closed: StoreClosed,
+}
+
+/// Resolves once every handle of a store is gone and its database file is closed: redb's clean
+/// close syncs the file, and a process that exits before it finishes leaves a file that needs a
+/// repair on the next open (and an in-process reopen finds it still locked).
+#[derive(Clone)]
+pub struct StoreClosed(watch::Receiver<bool>);
+
+impl StoreClosed {
+    pub async fn wait(mut self) {
+        // An error means the writer thread is gone without saying so (it panicked): also closed.
+        let _ = self.0.wait_for(|closed| *closed).await;
+    }
 }
 
 const META_NEXT_SEQ: &[u8] = b"next_event_seq";
@@ -229,10 +244,14 @@ impl Store {
             .map_err(|e| StoreError::Io(format!("cannot start notifier thread: {e}")))?;
         let writer_db = db.clone();
         let writer_stats = stats.clone();
+        let (closed_tx, closed_rx) = watch::channel(false);
         std::thread::Builder::new()
             .name("wacrm-writer".into())
             .spawn(move || {
-                writer_loop(writer_db, rx, max_batch, next_seq, settled_tx, writer_stats)
+                writer_loop(writer_db, rx, max_batch, next_seq, settled_tx, writer_stats);
+                // The loop ends when the last `Store` is dropped, and it owned the last database
+                // handle, which it dropped (closing the file) on return.
+                let _ = closed_tx.send(true);
             })
             .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
@@ -240,11 +259,32 @@ impl Store {
             jobs: tx,
             path: path.to_path_buf(),
             stats,
+            closed: StoreClosed(closed_rx),
         })
+    }
+
+    /// Resolves once every handle is dropped and the writer has released the database file, so
+    /// the same file can be opened again (restart, backup, check). Bounded by `timeout`.
+    pub fn closed(&self, timeout: std::time::Duration) -> impl std::future::Future<Output = bool> {
+        let closed = self.closed.clone();
+        async move { tokio::time::timeout(timeout, closed.wait()).await.is_ok() }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A raw read transaction over the whole file: a consistent snapshot of every table, for
+    /// whole-store operations (backup). Every write acknowledged before this call is in it.
+    pub fn begin_snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Writes waiting for the writer thread, and how many may wait before callers block
+    /// (load shedding and metrics).
+    pub fn writer_backlog(&self) -> (usize, usize) {
+        let max = self.jobs.max_capacity();
+        (max - self.jobs.capacity(), max)
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -293,7 +333,8 @@ impl Store {
     }
 }
 
-fn meta_key(name: &[u8]) -> Vec<u8> {
+/// Key of a storage meta row (global table, tag 0).
+pub fn meta_key(name: &[u8]) -> Vec<u8> {
     let mut key = vec![collections::GLOBAL_META_TAG];
     key.extend_from_slice(name);
     key
@@ -309,6 +350,11 @@ struct Settled {
 
 impl Settled {
     fn deliver(self, listener: &CommitListener) {
+        // The listener hears of the events before their writers hear back: a caller that
+        // published something finds it handed on (in its consumer's channel) on return.
+        if !self.published.is_empty() {
+            listener(self.published);
+        }
         match self.outcome {
             Ok(()) => {
                 for job in self.jobs {
@@ -320,9 +366,6 @@ impl Settled {
                     job.finish(Err(StoreError::Io(message.clone())));
                 }
             }
-        }
-        if !self.published.is_empty() {
-            listener(self.published);
         }
     }
 }
@@ -351,6 +394,8 @@ fn writer_loop(
         let size = batch.len();
         let (settled, commit_time) = commit_batch(&db, batch, &mut next_seq);
         let elapsed = started.elapsed();
+        // Counted before the notifier answers anyone, so a caller that reads the stats after its
+        // write returned sees its own commit in them.
         if let Ok(mut s) = stats.lock() {
             s.commits += 1;
             s.jobs += size as u64;

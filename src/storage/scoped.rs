@@ -17,8 +17,9 @@ use super::ids::TenantId;
 use super::record::{decode, encode, Record};
 use super::StoreError;
 
-pub(super) const TENANT_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tenant_rows");
-pub(super) const GLOBAL_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("global_rows");
+/// Raw table definitions: public for whole-store operations only (backup, migration, checks).
+pub const TENANT_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tenant_rows");
+pub const GLOBAL_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("global_rows");
 
 /// A kind of tenant-owned value, with its one-byte tag. Tags are allocated in `collections.rs`.
 pub struct Collection<V> {
@@ -80,6 +81,10 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+type RawRow<'a> = (
+    redb::AccessGuard<'a, &'static [u8]>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
 type RowIter<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
 
 fn scan_table<'a, T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -91,11 +96,10 @@ fn scan_table<'a, T: ReadableTable<&'static [u8], &'static [u8]>>(
         Some(end) => table.range::<&[u8]>(prefix.as_slice()..end.as_slice())?,
         None => table.range::<&[u8]>(prefix.as_slice()..)?,
     };
-    let map =
-        |item: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
-            item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                .map_err(StoreError::from)
-        };
+    let map = |item: Result<RawRow<'_>, redb::StorageError>| {
+        item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            .map_err(StoreError::from)
+    };
     if reverse {
         Ok(Box::new(range.rev().map(map)))
     } else {

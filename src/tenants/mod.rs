@@ -4,6 +4,7 @@
 //! channels are tenant-owned rows. Channel secrets are sealed with the master key.
 
 pub mod crypto;
+pub mod lifecycle;
 pub mod routes;
 
 use serde::{Deserialize, Serialize};
@@ -273,10 +274,14 @@ pub async fn create_outlet(
     let record = outlet.clone();
     store
         .write(move |ctx| {
+            // In the same write: a refused outlet leaves nothing behind, and two concurrent
+            // creations cannot both take the plan's last slot.
+            crate::billing::check_quota(ctx, tenant, crate::billing::Resource::Outlets)?;
             ctx.tenant(tenant)
                 .put(&OUTLETS, record.id.as_bytes(), &record)
         })
-        .await?;
+        .await
+        .map_err(unreject)?;
     Ok(outlet)
 }
 

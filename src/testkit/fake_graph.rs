@@ -72,6 +72,16 @@ pub struct StatusWebhookConfig {
     pub display_phone_number: String,
     /// Sent in this order per message. Reactions only ever get `Sent`, as on Meta.
     pub statuses: Vec<StatusKind>,
+    /// Meta redelivers a webhook that got no answer or a non-2xx one, with backoff, for days; the
+    /// fake keeps retrying for this long (0: one try only). Crash tests rely on it: a status
+    /// posted while the app is down must still arrive after it restarts.
+    pub retry_for: Duration,
+    /// First retry delay; it doubles up to `retry_max_delay`.
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+    /// Wait after accepting a message before its first status: Meta's statuses come a moment
+    /// after the answer, not with it.
+    pub delay: Duration,
 }
 
 impl StatusWebhookConfig {
@@ -82,6 +92,10 @@ impl StatusWebhookConfig {
             waba_id: "102290129340398".into(),
             display_phone_number: "15550783881".into(),
             statuses: vec![StatusKind::Sent, StatusKind::Delivered, StatusKind::Read],
+            retry_for: Duration::from_secs(30),
+            retry_base_delay: Duration::from_millis(50),
+            retry_max_delay: Duration::from_millis(500),
+            delay: Duration::ZERO,
         }
     }
 }
@@ -231,6 +245,7 @@ struct Inner {
 #[derive(Default)]
 struct FakeState {
     latency: Option<Duration>,
+    answer_delay: Option<Duration>,
     pair_min_gap: Option<Duration>,
     status_webhook: Option<Arc<StatusWebhookConfig>>,
     script: VecDeque<Failure>,
@@ -384,6 +399,13 @@ impl FakeGraph {
         self.inner.state().latency = latency;
     }
 
+    /// Holds every answer this long *after* the request was decided and recorded: the window in
+    /// which Meta has the message but the client does not know yet (where a crash or a lost
+    /// answer leaves the client unsure whether it was sent). `set_latency` delays before.
+    pub fn set_answer_delay(&self, delay: Option<Duration>) {
+        self.inner.state().answer_delay = delay;
+    }
+
     pub fn set_pair_min_gap(&self, gap: Option<Duration>) {
         self.inner.state().pair_min_gap = gap;
     }
@@ -448,6 +470,14 @@ async fn messages(
     let (reply, accepted) = decide(&inner, request);
     if let Some((send, config)) = accepted {
         spawn_status_webhooks(inner.clone(), config, send);
+    }
+    let answer_delay = inner.state().answer_delay;
+    if let Some(delay) = answer_delay {
+        let mut stop = inner.shutdown.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
     }
     match reply {
         Reply::Now(response) => response,
@@ -1100,6 +1130,12 @@ pub fn status_webhook_payload(
 fn spawn_status_webhooks(inner: Arc<Inner>, config: Arc<StatusWebhookConfig>, send: RecordedSend) {
     tokio::spawn(async move {
         let mut stop = inner.shutdown.subscribe();
+        if !config.delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(config.delay) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
         let reaction = send.message_type == "reaction";
         for &status in &config.statuses {
             if reaction && status != StatusKind::Sent {
@@ -1111,7 +1147,7 @@ fn spawn_status_webhooks(inner: Arc<Inner>, config: Arc<StatusWebhookConfig>, se
             };
             let signature = sign_webhook(&config.app_secret, &raw);
             let delivery = tokio::select! {
-                d = post_webhook(&inner.webhook_http, &config.url, raw, &signature) => d,
+                d = post_webhook(&inner.webhook_http, &config, raw, &signature) => d,
                 _ = stop.wait_for(|s| *s) => return,
             };
             let (http_status, tries) = delivery;
@@ -1126,17 +1162,22 @@ fn spawn_status_webhooks(inner: Arc<Inner>, config: Arc<StatusWebhookConfig>, se
     });
 }
 
-/// Meta retries webhooks that do not get a 200; three tries with backoff is enough locally.
+/// Posts one webhook, retrying failures (connection errors, non-2xx answers) with doubling
+/// delays until `config.retry_for` is spent. Returns the last HTTP status and the tries made.
 async fn post_webhook(
     http: &reqwest::Client,
-    url: &str,
+    config: &StatusWebhookConfig,
     raw: Vec<u8>,
     signature: &str,
 ) -> (Option<u16>, u32) {
+    let started = Instant::now();
+    let mut delay = config.retry_base_delay;
     let mut last = None;
-    for tries in 1..=3u32 {
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
         let result = http
-            .post(url)
+            .post(&config.url)
             .header(header::CONTENT_TYPE, "application/json")
             .header("X-Hub-Signature-256", signature)
             .body(raw.clone())
@@ -1149,11 +1190,12 @@ async fn post_webhook(
                 return (last, tries);
             }
         }
-        if tries < 3 {
-            tokio::time::sleep(Duration::from_millis(100 << tries)).await;
+        if started.elapsed() + delay > config.retry_for {
+            return (last, tries);
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(config.retry_max_delay.max(config.retry_base_delay));
     }
-    (last, 3)
 }
 
 #[cfg(test)]
@@ -1409,6 +1451,20 @@ mod tests {
         assert!(body["messages"][0]["id"].is_string());
     }
 
+    #[tokio::test]
+    async fn an_answer_delay_holds_the_answer_of_a_message_already_accepted() {
+        let (fake, client) = start().await;
+        fake.set_answer_delay(Some(Duration::from_secs(60)));
+        let pending =
+            tokio::spawn(async move { client.post(TOKEN, &text_to("16505551234")).await });
+        assert_eq!(fake.wait_for_sent(1, WAIT).await.len(), 1);
+        assert!(!pending.is_finished(), "answered before the delay");
+        fake.shutdown().await;
+        let (status, _, body) = pending.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body["messages"][0]["id"].is_string());
+    }
+
     /// A stand-in for wacrm's webhook endpoint that hands each request to the test.
     async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -1505,6 +1561,70 @@ mod tests {
             received += 1;
         }
         assert_eq!(received, 4);
+        fake.shutdown().await;
+    }
+
+    /// A webhook endpoint that answers 503 to its first `failures` requests, then 200.
+    async fn flaky_receiver(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = Router::new().route(
+            "/webhooks/whatsapp",
+            post(move || {
+                let counter = counter.clone();
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) < failures {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/webhooks/whatsapp",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn failed_status_webhooks_are_retried_like_meta_does() {
+        let (url, _) = flaky_receiver(2).await;
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
+        let mut config = StatusWebhookConfig::new(url, "s");
+        config.statuses = vec![StatusKind::Sent];
+        config.retry_base_delay = Duration::from_millis(5);
+        fake.set_status_webhook(Some(config));
+        let client = Client::new(&fake);
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        let deliveries = fake.wait_for_webhooks(1, WAIT).await;
+        assert_eq!(deliveries[0].http_status, Some(200));
+        assert_eq!(deliveries[0].tries, 3);
+        fake.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn webhook_retries_stop_when_the_retry_window_is_spent() {
+        let (url, seen) = flaky_receiver(usize::MAX).await;
+        let fake = FakeGraph::start(FakeGraphOptions::new(TOKEN))
+            .await
+            .unwrap();
+        let mut config = StatusWebhookConfig::new(url, "s");
+        config.statuses = vec![StatusKind::Sent];
+        config.retry_for = Duration::ZERO;
+        fake.set_status_webhook(Some(config));
+        let client = Client::new(&fake);
+        assert_eq!(client.post(TOKEN, &text_to("16505551234")).await.0, 200);
+        let deliveries = fake.wait_for_webhooks(1, WAIT).await;
+        assert_eq!(deliveries[0].http_status, Some(503));
+        assert_eq!(deliveries[0].tries, 1);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
         fake.shutdown().await;
     }
 }

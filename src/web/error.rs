@@ -33,6 +33,13 @@ impl ApiError {
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    /// A 500 that says nothing; `detail` goes to the log.
+    pub fn internal_message(detail: impl std::fmt::Display) -> Self {
+        Self::internal(detail)
+    }
     fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
         Self::new(
@@ -58,6 +65,8 @@ fn status_for_code(code: &str) -> Option<StatusCode> {
         "not_found" => StatusCode::NOT_FOUND,
         "conflict" | "window_closed" => StatusCode::CONFLICT,
         "invalid_input" => StatusCode::BAD_REQUEST,
+        crate::billing::QUOTA_EXCEEDED => StatusCode::FORBIDDEN,
+        "purge_failed" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => return None,
     })
 }
@@ -88,7 +97,8 @@ impl From<TenantError> for ApiError {
     }
 }
 
-/// JSON body rejections (wrong type, missing field, not JSON) as 400 with serde's explanation.
+/// JSON body rejections keep axum's status (400 syntax, 415 no JSON content type, 422 wrong
+/// shape) with serde's explanation and the stable code `invalid_input`.
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> Self {
         ApiError::new(r.status(), "invalid_input", r.body_text())

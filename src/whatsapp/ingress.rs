@@ -47,12 +47,18 @@ pub struct RouteEntry {
 #[derive(Clone, Default)]
 pub struct RouteCache {
     entries: Arc<RwLock<HashMap<String, Option<RouteEntry>>>>,
+    /// Bumped by every invalidation. A lookup that started before an invalidation must not cache
+    /// its (possibly stale) answer afterwards: otherwise a number connected while its webhook was
+    /// being routed could stay "unknown" until the next channel change.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RouteCache {
     /// Must be called whenever a channel is added, changed or removed.
     pub fn invalidate(&self) {
+        use std::sync::atomic::Ordering;
         if let Ok(mut map) = self.entries.write() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             map.clear();
         }
     }
@@ -63,6 +69,7 @@ impl RouteCache {
         key: &MasterKey,
         phone_number_id: &str,
     ) -> Result<Option<RouteEntry>, TenantError> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         if let Ok(map) = self.entries.read() {
             if let Some(hit) = map.get(phone_number_id) {
                 return Ok(hit.clone());
@@ -80,11 +87,13 @@ impl RouteCache {
             None => None,
         };
         if let Ok(mut map) = self.entries.write() {
-            // Bounded: junk phone_number_ids from forged requests must not grow memory forever.
-            if map.len() > 10_000 {
-                map.clear();
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+                // Bounded: junk phone_number_ids from forged requests must not grow memory forever.
+                if map.len() > 10_000 {
+                    map.clear();
+                }
+                map.insert(phone_number_id.to_string(), entry.clone());
             }
-            map.insert(phone_number_id.to_string(), entry.clone());
         }
         Ok(entry)
     }
@@ -196,6 +205,14 @@ pub async fn store_batches(
             let mut duplicates = 0;
             let mut statuses = 0;
             for vb in batches.iter() {
+                // A tenant deleted since routing gets nothing stored (its rows are gone for good).
+                if ctx
+                    .operator()
+                    .get(&crate::tenants::TENANTS, vb.tenant.as_bytes())?
+                    .is_none()
+                {
+                    continue;
+                }
                 let names: HashMap<&str, &str> = vb
                     .batch
                     .contacts
@@ -274,7 +291,7 @@ pub fn store_message(
             EventPayload::InboundMessage {
                 channel,
                 profile_name,
-                message: message.clone(),
+                message: Box::new(message.clone()),
             },
         )?;
     }

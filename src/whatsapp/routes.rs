@@ -5,34 +5,44 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::post;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::ingress::{self, IngestReport};
 use super::payload::{self, InboundMessage, MessageContent};
 use crate::conversations::{self, Message, MessageBody};
+use crate::people::Role;
 use crate::storage::ChannelId;
 use crate::tenants;
-use crate::web::auth::Operator;
-use crate::web::{ApiError, AppState};
+use crate::web::auth::TenantCtx;
+use crate::web::{Access, Api, ApiError, AppState};
 
 /// Meta's payloads are small; anything near this is not a webhook.
 const WEBHOOK_BODY_LIMIT: usize = 3 * 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
+pub fn api() -> Api {
+    use Access::*;
+    Api::new()
+        .get("/webhooks/whatsapp", Public, verify_subscription)
+        .on(
+            Method::POST,
             "/webhooks/whatsapp",
-            get(verify_subscription)
-                .post(receive)
-                .layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+            Public,
+            post(receive).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
-        .route(
+        // The simulator plays customers of the tenant's sandbox channel: an admin's tool.
+        .post(
             "/api/v1/tenants/{tenant}/sandbox/{channel}/messages",
-            post(sandbox_send).get(sandbox_poll),
+            Tenant(Role::Admin),
+            sandbox_send,
+        )
+        .get(
+            "/api/v1/tenants/{tenant}/sandbox/{channel}/messages",
+            Tenant(Role::Admin),
+            sandbox_poll,
         )
 }
 
@@ -108,10 +118,10 @@ struct SandboxAccepted {
 
 fn sandbox_channel(
     state: &AppState,
-    tenant: &str,
+    ctx: &TenantCtx,
     channel: &str,
 ) -> Result<(tenants::Tenant, ChannelId), ApiError> {
-    let tenant = tenants::find_tenant(&state.store, tenant)?;
+    let tenant = ctx.tenant.clone();
     let channel: ChannelId = channel
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_input", "channel: not a channel id"))?;
@@ -131,13 +141,13 @@ fn valid_wa_id(s: &str) -> bool {
 
 /// The simulated customer writes. The message takes exactly the path of a real webhook.
 async fn sandbox_send(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, channel)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, channel)): Path<(String, String)>,
     body: Result<Json<SandboxMessage>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SandboxAccepted>, ApiError> {
     let Json(msg) = body?;
-    let (tenant, channel) = sandbox_channel(&state, &tenant, &channel)?;
+    let (tenant, channel) = sandbox_channel(&state, &ctx, &channel)?;
     let from = msg.from.trim_start_matches('+').to_string();
     if !valid_wa_id(&from) {
         return Err(ApiError::bad_request(
@@ -199,12 +209,12 @@ struct SandboxLine {
 
 /// What the simulated customer's phone shows: the messages sent to them after `after_ms`.
 async fn sandbox_poll(
-    _op: Operator,
     State(state): State<AppState>,
-    Path((tenant, channel)): Path<(String, String)>,
+    ctx: TenantCtx,
+    Path((_, channel)): Path<(String, String)>,
     Query(q): Query<SandboxPoll>,
 ) -> Result<Json<SandboxView>, ApiError> {
-    let (tenant, channel) = sandbox_channel(&state, &tenant, &channel)?;
+    let (tenant, channel) = sandbox_channel(&state, &ctx, &channel)?;
     let from = q.from.trim_start_matches('+').to_string();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
     let mut updates = state.live.subscribe();

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use super::graph::{backoff_delay, GraphClient, SendCredentials, SendOutcome};
 use crate::config::GraphSettings;
 use crate::conversations::{
@@ -51,6 +53,8 @@ struct SenderInner {
     graph: GraphClient,
     settings: GraphSettings,
     live: LiveBus,
+    /// Turns true when the app stops: waits between attempts end early then.
+    stopping: watch::Receiver<bool>,
     buckets: Mutex<HashMap<String, Bucket>>,
     last_to_recipient: Mutex<HashMap<String, Instant>>,
 }
@@ -69,6 +73,7 @@ impl SenderHandle {
         graph: GraphClient,
         settings: GraphSettings,
         live: LiveBus,
+        stopping: watch::Receiver<bool>,
     ) -> Self {
         Self {
             inner: Arc::new(SenderInner {
@@ -77,6 +82,7 @@ impl SenderHandle {
                 graph,
                 settings,
                 live,
+                stopping,
                 buckets: Mutex::default(),
                 last_to_recipient: Mutex::default(),
             }),
@@ -177,6 +183,21 @@ impl SenderHandle {
         }
     }
 
+    /// Sleeps for `delay`; false if the app began stopping first. A Retry-After or a
+    /// reconciliation wait can be minutes long, longer than a service manager waits for a stop.
+    async fn wait_unless_stopping(&self, delay: Duration) -> bool {
+        let mut stopping = self.inner.stopping.clone();
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(delay) => return true,
+            stop = stopping.wait_for(|s| *s) => stop.is_ok(),
+        };
+        if !stopped {
+            // Nobody can stop us any more: just wait.
+            tokio::time::sleep(delay).await;
+        }
+        !stopped
+    }
+
     /// Updates the message (and acks the event when `done`), in one commit.
     async fn update(
         &self,
@@ -260,6 +281,10 @@ impl SenderHandle {
             MessageStatus::Sending => {
                 // We crashed after recording the intent and before learning the outcome.
                 self.update(delivery, tenant, at, false, |m| {
+                    // A status webhook may have confirmed it since we read it.
+                    if m.status != MessageStatus::Sending {
+                        return;
+                    }
                     m.status = MessageStatus::Unconfirmed;
                     m.failure = Some(
                         "interrupted while sending; waiting for WhatsApp's status report".into(),
@@ -323,15 +348,29 @@ impl SenderHandle {
         self.pace_recipient(&conversation.contact_wa_id).await;
         self.take_rate_token(&channel.phone_number_id).await;
         // Durable intent before the request: after a crash we know this may have been sent.
+        // Only from the state read above: a late status report (the pacing waits may take a
+        // while) proves the earlier attempt arrived, and must not be overwritten and resent.
+        let seen = message.status;
         self.update(delivery, tenant, at, false, move |m| {
+            if m.status != seen {
+                return;
+            }
             m.status = MessageStatus::Sending;
             m.attempts = attempts;
             m.status_at_ms = crate::events::now_ms();
         })
         .await?;
+        let intent = self.inner.store.read(|r| {
+            r.tenant(tenant)
+                .get(&MESSAGES, &message_key(at.conversation, at.message))
+        })?;
+        if !intent.is_some_and(|m| m.status == MessageStatus::Sending && m.attempts == attempts) {
+            return Ok(Step::Wait(Duration::ZERO));
+        }
         let body =
             content.to_graph_body(&conversation.contact_wa_id, None, Some(&at.callback_tag()));
         let outcome = self.inner.graph.send(&creds, &body).await;
+        crate::ops::metrics::send_outcome(tenant, &outcome);
         self.note_sent_to(&conversation.contact_wa_id);
         match outcome {
             SendOutcome::Accepted { wamid } => {
@@ -343,7 +382,10 @@ impl SenderHandle {
                         m.status = MessageStatus::Sent;
                         m.status_at_ms = crate::events::now_ms();
                     }
-                    m.failure = None;
+                    // A `failed` webhook that overtook the answer carries the only reason we get.
+                    if m.status != MessageStatus::Failed {
+                        m.failure = None;
+                    }
                     m.wamid = Some(wamid.clone());
                 })
                 .await?;
@@ -364,6 +406,9 @@ impl SenderHandle {
                 tracing::info!(tenant = %tenant, http_status, code = ?code, attempt = attempts, delay_ms = delay.as_millis() as u64, "send throttled or failed; will retry");
                 let note = format!("attempt {attempts}: {reason}");
                 self.update(delivery, tenant, at, false, move |m| {
+                    if m.status != MessageStatus::Sending {
+                        return;
+                    }
                     m.status = MessageStatus::Queued;
                     m.failure = Some(note.clone());
                 })
@@ -375,6 +420,11 @@ impl SenderHandle {
                 tracing::warn!(tenant = %tenant, conversation = %at.conversation, %reason, "send outcome unknown; waiting for a status report before any resend");
                 let note = format!("unconfirmed: {reason}");
                 self.update(delivery, tenant, at, false, move |m| {
+                    // Meta's status webhook (found by our callback data) often arrives before the
+                    // late answer: the message is then confirmed and must not become resendable.
+                    if m.status != MessageStatus::Sending {
+                        return;
+                    }
                     m.status = MessageStatus::Unconfirmed;
                     m.failure = Some(note.clone());
                     m.status_at_ms = crate::events::now_ms();
@@ -440,7 +490,13 @@ impl Handler for SenderHandle {
                     .map_err(HandlerError::from)?
                 {
                     Step::Done => return Ok(()),
-                    Step::Wait(d) => tokio::time::sleep(d).await,
+                    Step::Wait(d) => {
+                        if !self.wait_unless_stopping(d).await {
+                            // Leave the event queued: the next start resumes the message from
+                            // its stored state (queued for a retry, or unconfirmed).
+                            return Err(HandlerError::Retry("stopping".into()));
+                        }
+                    }
                 }
             }
         })

@@ -3,6 +3,9 @@
 //! fake OpenAI-compatible server.
 #![allow(dead_code)]
 
+pub mod ops;
+pub mod people;
+
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -10,10 +13,15 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use wacrm::app::{launch, Running};
-use wacrm::config::{Config, LlmSettings, Secret};
-use wacrm::conversations::{self, Conversation, Message};
-use wacrm::storage::{Store, TenantId};
-use wacrm::testkit::fake_graph::{FakeGraph, FakeGraphOptions, StatusWebhookConfig};
+use wacrm::config::{Config, GraphSettings, LlmSettings, PipelineSettings, Secret};
+use wacrm::conversations::turns::TURN_SCHEDULE;
+use wacrm::conversations::{self, Author, Conversation, Message};
+use wacrm::events::{queue_depth, Consumer};
+use wacrm::storage::{next_event_seq, Store, TenantId};
+use wacrm::testkit::fake_graph::{
+    status_webhook_payload, FakeGraph, FakeGraphOptions, RecordedSend, StatusKind,
+    StatusWebhookConfig,
+};
 use wacrm::testkit::fake_llm::{FakeLlm, FakeLlmOptions, FAKE_LLM_API_KEY};
 use wacrm::whatsapp::ingress::sign;
 
@@ -22,6 +30,14 @@ pub const APP_SECRET: &str = "test-app-secret";
 pub const VERIFY_TOKEN: &str = "test-verify-token";
 pub const WABA_ID: &str = "102290129340398";
 pub const WAIT: Duration = Duration::from_secs(15);
+
+/// See [`TestApp::footprint`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footprint {
+    pub next_event_seq: u64,
+    pub queued: Vec<usize>,
+    pub tenant_rows: Vec<(u64, u64)>,
+}
 
 pub enum Llm {
     Offline,
@@ -47,6 +63,19 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Ingress only: no assistant turn fires during a test (offline, hour-long debounce) and the
+    /// fake Graph sends no status webhooks, so the store changes only through what the test posts.
+    pub fn quiet() -> Self {
+        Self {
+            llm: Llm::Offline,
+            debounce_ms: 3_600_000,
+            status_webhooks: false,
+            ..Self::default()
+        }
+    }
+}
+
 pub struct TestApp {
     pub dir: TempDir,
     pub running: Option<Running>,
@@ -56,6 +85,8 @@ pub struct TestApp {
     pub graph: FakeGraph,
     pub llm: Option<FakeLlm>,
     pub http: reqwest::Client,
+    /// Whether the fake Graph posts status webhooks back (re-pointed on restart).
+    status_webhooks: bool,
 }
 
 /// The config a test app runs with (fast timers, fakes for remote APIs).
@@ -65,27 +96,35 @@ pub fn test_config(
     llm: Option<&FakeLlm>,
     debounce_ms: u64,
 ) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_path_buf();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.graph.base_url = graph_url.to_string();
-    config.graph.timeout_ms = 2_000;
-    config.graph.recipient_gap_ms = 0;
-    config.graph.backoff_base_ms = 20;
-    config.graph.backoff_max_ms = 400;
-    config.graph.reconcile_after_ms = 3_000;
-    config.pipeline.debounce_ms = debounce_ms;
-    config.llm = match llm {
-        Some(fake) => LlmSettings::Openai {
-            base_url: fake.base_url(),
-            api_key: Secret::new(FAKE_LLM_API_KEY),
-            model: "gpt-4o-mini".into(),
+    let defaults = Config::default();
+    Config {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        graph: GraphSettings {
+            base_url: graph_url.to_string(),
             timeout_ms: 2_000,
-            max_retries: 1,
+            recipient_gap_ms: 0,
+            backoff_base_ms: 20,
+            backoff_max_ms: 400,
+            reconcile_after_ms: 3_000,
+            ..defaults.graph
         },
-        None => LlmSettings::Offline,
-    };
-    config
+        pipeline: PipelineSettings {
+            debounce_ms,
+            ..defaults.pipeline
+        },
+        llm: match llm {
+            Some(fake) => LlmSettings::Openai {
+                base_url: fake.base_url(),
+                api_key: Secret::new(FAKE_LLM_API_KEY),
+                model: "gpt-4o-mini".into(),
+                timeout_ms: 2_000,
+                max_retries: 1,
+            },
+            None => LlmSettings::Offline,
+        },
+        ..defaults
+    }
 }
 
 impl TestApp {
@@ -105,15 +144,7 @@ impl TestApp {
             opts.debounce_ms,
         );
         (opts.tweak)(&mut config);
-        let mut app = Self::launch_on(dir, config, graph, llm).await;
-        if opts.status_webhooks {
-            app.graph.set_status_webhook(Some(StatusWebhookConfig::new(
-                format!("{}/webhooks/whatsapp", app.url),
-                APP_SECRET,
-            )));
-        }
-        app.http = reqwest::Client::new();
-        app
+        Self::launch_on(dir, config, graph, llm, opts.status_webhooks).await
     }
 
     async fn launch_on(
@@ -121,8 +152,20 @@ impl TestApp {
         config: Config,
         graph: FakeGraph,
         llm: Option<FakeLlm>,
+        status_webhooks: bool,
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Pointed at the new port before launch: a restarted app resumes sending at once, and
+        // the statuses of those sends must reach it (connections wait in the listen backlog).
+        if status_webhooks {
+            graph.set_status_webhook(Some(StatusWebhookConfig::new(
+                format!(
+                    "http://{}/webhooks/whatsapp",
+                    listener.local_addr().unwrap()
+                ),
+                APP_SECRET,
+            )));
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let running = launch(config, listener, async {
             let _ = stopped.await;
@@ -140,6 +183,7 @@ impl TestApp {
             graph,
             llm,
             http: reqwest::Client::new(),
+            status_webhooks,
         }
     }
 
@@ -168,9 +212,18 @@ impl TestApp {
         );
         tweak(&mut config);
         let Self {
-            dir, graph, llm, ..
+            dir,
+            graph,
+            llm,
+            status_webhooks,
+            ..
         } = self;
-        Self::launch_on(dir, config, graph, llm).await
+        Self::launch_on(dir, config, graph, llm, status_webhooks).await
+    }
+
+    /// The fake LLM (panics for offline apps).
+    pub fn llm(&self) -> &FakeLlm {
+        self.llm.as_ref().expect("this test app has no fake LLM")
     }
 
     pub async fn api(
@@ -200,6 +253,12 @@ impl TestApp {
     pub async fn post(&self, path: &str, body: Value) -> Value {
         let (status, v) = self.api(reqwest::Method::POST, path, Some(body)).await;
         assert!(status < 300, "POST {path}: {status} {v}");
+        v
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.api(reqwest::Method::PUT, path, Some(body)).await;
+        assert!(status < 300, "PUT {path}: {status} {v}");
         v
     }
 
@@ -255,12 +314,109 @@ impl TestApp {
         self.post_webhook(body, Some(&sig)).await
     }
 
+    /// What a request could have left behind: the event sequence (any event ever published moves
+    /// it), the consumers' queues, and every row stored under each of `tenants`.
+    pub fn footprint(&self, tenants: &[TenantId]) -> Footprint {
+        let next_event_seq = self
+            .store()
+            .read(|r| next_event_seq(&r.operator()))
+            .unwrap();
+        let queued = Consumer::ALL
+            .iter()
+            .map(|c| queue_depth(self.store(), *c).unwrap())
+            .collect();
+        let tenant_rows = tenants
+            .iter()
+            .map(|t| {
+                self.store()
+                    .read(|r| r.operator().tenant_footprint(t))
+                    .unwrap()
+            })
+            .collect();
+        Footprint {
+            next_event_seq,
+            queued,
+            tenant_rows,
+        }
+    }
+
+    /// Waits until every published event has been handled, then returns the footprint.
+    pub async fn settled_footprint(&self, tenants: &[TenantId]) -> Footprint {
+        self.wait_for(WAIT, |app| {
+            let f = app.footprint(tenants);
+            f.queued.iter().all(|&n| n == 0).then_some(f)
+        })
+        .await
+    }
+
+    /// The stored message with this wamid in `tenant`, with its conversation.
+    pub fn message_by_wamid(
+        &self,
+        tenant: TenantId,
+        wamid: &str,
+    ) -> Option<(Conversation, Message)> {
+        self.conversations(tenant).into_iter().find_map(|c| {
+            let m = self
+                .messages(tenant, &c)
+                .into_iter()
+                .find(|m| m.wamid.as_deref() == Some(wamid))?;
+            Some((c, m))
+        })
+    }
+
+    /// Every stored message of `tenant`, across its conversations.
+    pub fn all_messages(&self, tenant: TenantId) -> Vec<Message> {
+        self.conversations(tenant)
+            .iter()
+            .flat_map(|c| self.messages(tenant, c))
+            .collect()
+    }
+
     pub fn conversations(&self, tenant: TenantId) -> Vec<Conversation> {
         conversations::list_conversations(self.store(), tenant, None, usize::MAX).unwrap()
     }
 
     pub fn messages(&self, tenant: TenantId, conversation: &Conversation) -> Vec<Message> {
         conversations::recent_messages(self.store(), tenant, conversation.id, usize::MAX).unwrap()
+    }
+
+    /// The newest conversation of customer `wa_id`.
+    pub fn conversation_of(&self, tenant: TenantId, wa_id: &str) -> Option<Conversation> {
+        self.conversations(tenant)
+            .into_iter()
+            .find(|c| c.contact_wa_id == wa_id)
+    }
+
+    /// Messages of `conversation` written by `author`, oldest first.
+    pub fn messages_by(
+        &self,
+        tenant: TenantId,
+        conversation: &Conversation,
+        author: Author,
+    ) -> Vec<Message> {
+        self.messages(tenant, conversation)
+            .into_iter()
+            .filter(|m| m.author == author)
+            .collect()
+    }
+
+    /// Nothing left to do: no queued event for any consumer and no scheduled assistant turn.
+    /// A turn commits its reply's event in the same write that removes it from the schedule, so
+    /// once idle, every reply that will ever be sent for what came in so far has been sent.
+    pub fn is_idle(&self) -> bool {
+        let store = self.store();
+        let queues_empty = Consumer::ALL
+            .iter()
+            .all(|c| queue_depth(store, *c).unwrap() == 0);
+        let no_turns = store
+            .read(|r| r.operator().scan(&TURN_SCHEDULE, &[], false, 1))
+            .unwrap()
+            .is_empty();
+        queues_empty && no_turns
+    }
+
+    pub async fn wait_idle(&self) {
+        self.wait_for(WAIT, |app| app.is_idle().then_some(())).await
     }
 
     /// Waits (woken by the app's live updates, bounded by `timeout`) until `check` holds.
@@ -289,7 +445,24 @@ impl TestApp {
 
 /// A Meta-shaped text-message webhook (as in Meta's webhook reference).
 pub fn text_webhook(phone_number_id: &str, from: &str, wamid: &str, text: &str) -> Vec<u8> {
-    let ts = jiff::Timestamp::now().as_second().to_string();
+    text_webhook_at(
+        phone_number_id,
+        from,
+        wamid,
+        text,
+        jiff::Timestamp::now().as_second(),
+    )
+}
+
+/// A text-message webhook whose message WhatsApp timestamped `unix_seconds`.
+pub fn text_webhook_at(
+    phone_number_id: &str,
+    from: &str,
+    wamid: &str,
+    text: &str,
+    unix_seconds: i64,
+) -> Vec<u8> {
+    let ts = unix_seconds.to_string();
     json!({
         "object": "whatsapp_business_account",
         "entry": [{
@@ -311,6 +484,20 @@ pub fn text_webhook(phone_number_id: &str, from: &str, wamid: &str, text: &str) 
 
 /// Replaces the fixture's phone_number_id(s) with `phone_number_id` and its timestamps with now.
 pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
+    let mut v = fixture_value(name);
+    for entry in v["entry"].as_array_mut().unwrap() {
+        for change in entry["changes"].as_array_mut().unwrap() {
+            let value = &mut change["value"];
+            if value.get("metadata").is_some() {
+                value["metadata"]["phone_number_id"] = json!(phone_number_id);
+            }
+        }
+    }
+    v.to_string().into_bytes()
+}
+
+/// A fixture with its timestamps set to now, everything else (phone_number_ids too) as in the file.
+pub fn fixture_value(name: &str) -> Value {
     let path = format!(
         "{}/tests/fixtures/webhooks/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -321,9 +508,6 @@ pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
     for entry in v["entry"].as_array_mut().unwrap() {
         for change in entry["changes"].as_array_mut().unwrap() {
             let value = &mut change["value"];
-            if value.get("metadata").is_some() {
-                value["metadata"]["phone_number_id"] = json!(phone_number_id);
-            }
             for list in ["messages", "statuses"] {
                 if let Some(items) = value.get_mut(list).and_then(|l| l.as_array_mut()) {
                     for item in items {
@@ -333,5 +517,48 @@ pub fn fixture(name: &str, phone_number_id: &str) -> Vec<u8> {
             }
         }
     }
-    v.to_string().into_bytes()
+    v
+}
+
+/// The wamids of the messages (not statuses) in a webhook body, in order.
+pub fn message_wamids(body: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let mut out = Vec::new();
+    for entry in v["entry"].as_array().unwrap() {
+        for change in entry["changes"].as_array().unwrap() {
+            if let Some(messages) = change["value"]["messages"].as_array() {
+                out.extend(
+                    messages
+                        .iter()
+                        .map(|m| m["id"].as_str().unwrap().to_string()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The status webhook Meta would post for `send` (carrying its biz_opaque_callback_data).
+pub fn status_webhook(send: &RecordedSend, status: StatusKind) -> Vec<u8> {
+    let config = StatusWebhookConfig::new("unused", APP_SECRET);
+    status_webhook_payload(&config, send, status, jiff::Timestamp::now())
+        .to_string()
+        .into_bytes()
+}
+
+impl TestApp {
+    /// Stops this app and starts one on another data directory (a copy or a restore), with the
+    /// same fakes. The temporary directory of the original is kept for the app's life.
+    pub async fn restart_on(mut self, data_dir: &std::path::Path) -> Self {
+        self.stop().await;
+        let config = test_config(data_dir, &self.graph.base_url(), self.llm.as_ref(), 50);
+        let Self {
+            dir,
+            graph,
+            llm,
+            status_webhooks,
+            ..
+        } = self;
+        Self::launch_on(dir, config, graph, llm, status_webhooks).await
+    }
 }
