@@ -33,6 +33,7 @@ async fn pipeline_bench_runs_and_every_customer_gets_one_reply() {
         concurrency: 8,
         latency_turns: 20,
         rate: 200.0,
+        metering_turns: 20,
         work_dir: None,
         config: Config::default(),
     })
@@ -62,6 +63,25 @@ async fn pipeline_bench_runs_and_every_customer_gets_one_reply() {
     );
     assert_eq!(ol.latency.samples, 20);
     assert!(report.baseline.pair.samples > 0);
+    // Metering on and off: each side got its half of the load, in alternating blocks, and every
+    // customer of either side exactly one reply (the metered side never ran out of quota).
+    let m = &report.metering;
+    for arm in [&m.off, &m.on] {
+        assert_eq!(
+            (
+                arm.turns,
+                arm.replied,
+                arm.duplicates,
+                arm.off_script,
+                arm.webhooks_failed
+            ),
+            (10, 10, 0, 0, 0)
+        );
+        assert_eq!(arm.latency.samples, 10);
+    }
+    assert!(m.noise.is_some());
+    assert!(m.precheck.samples > 0 && m.meter_in_txn.samples > 0);
     let printed = report.table().to_string();
     assert!(printed.contains("max throughput"), "{printed}");
+    assert!(printed.contains("metering on vs off"), "{printed}");
 }

@@ -84,6 +84,19 @@ impl BenchApp {
         )
         .await
         .map_err(|e| BenchError::Setup(format!("tenant: {e}")))?;
+        // A reply quota the run never exhausts (the default plan's would turn later turns into
+        // handoffs), yet finite, so every metered turn takes metering's full path: the limit
+        // check, the increment and the warning thresholds.
+        crate::billing::subscription::set_overrides(
+            &store,
+            tenant.id,
+            crate::billing::LimitOverrides {
+                assistant_messages: Some(crate::billing::Limit::Max(u64::MAX / 2)),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| BenchError::Setup(format!("billing overrides: {e}")))?;
         let channel = tenants::add_channel(
             &store,
             &running.state.key,

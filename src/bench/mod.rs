@@ -6,6 +6,7 @@
 pub mod baseline;
 pub mod harness;
 pub mod ingest;
+pub mod metering;
 pub mod pipeline;
 pub mod stats;
 
@@ -54,7 +55,8 @@ pub enum BenchCommand {
         work_dir: Option<PathBuf>,
     },
     /// Webhook in, reply accepted by a fake Graph API out: max throughput, then latency at a
-    /// fixed offered load, against the bare cost of the fake LLM and Graph API.
+    /// fixed offered load, against the bare cost of the fake LLM and Graph API; then what
+    /// metering and the quota check add to a turn (the same load with them on and off).
     Pipeline {
         /// Turns (distinct customers) of the throughput phase.
         #[arg(long, default_value_t = 5_000)]
@@ -65,9 +67,12 @@ pub enum BenchCommand {
         /// Turns of the latency phase.
         #[arg(long, default_value_t = 2_000)]
         latency_turns: usize,
-        /// Offered load of the latency phase, in turns per second.
+        /// Offered load of the latency phase (and of the metering phase), in turns per second.
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
+        /// Turns of the metering phase, half with metering on and half off.
+        #[arg(long, default_value_t = 2_000)]
+        metering_turns: usize,
         /// Directory for the throwaway data directories (default: the system temp dir).
         #[arg(long)]
         work_dir: Option<PathBuf>,
@@ -75,20 +80,6 @@ pub enum BenchCommand {
     /// Backup time and throughput on a data directory of a given size, and the webhook p99
     /// during the backup against the same load without it.
     Backup(crate::ops::bench::BackupBenchArgs),
-    /// What the quota check adds to an assistant turn: the turn's commit with metering on and
-    /// off (alternating, same run), the pre-check, and the metering step alone.
-    Quota {
-        /// Turn commits to measure (half with metering, half without).
-        #[arg(long, default_value_t = 4_000)]
-        turns: usize,
-        /// Turns committing at once (sharing group commits).
-        #[arg(long, default_value_t = 1)]
-        concurrency: usize,
-        /// Directory for the throwaway data directory (default: the system temp dir). Put it on
-        /// the disk the real data directory lives on.
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-    },
 }
 
 pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -113,6 +104,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
             concurrency,
             latency_turns,
             rate,
+            metering_turns,
             work_dir,
         } => {
             let report = pipeline::run(pipeline::PipelineOptions {
@@ -120,6 +112,7 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
                 concurrency,
                 latency_turns,
                 rate,
+                metering_turns,
                 work_dir,
                 config,
             })
@@ -127,19 +120,6 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
             print!("{}", report.table());
         }
         BenchCommand::Backup(args) => crate::ops::bench::run(config, args).await?,
-        BenchCommand::Quota {
-            turns,
-            concurrency,
-            work_dir,
-        } => {
-            let report = crate::billing::bench::run(crate::billing::bench::QuotaBenchOptions {
-                turns,
-                concurrency,
-                work_dir,
-            })
-            .await?;
-            print!("{}", report.render());
-        }
     }
     Ok(())
 }

@@ -2,11 +2,14 @@
 //! Graph API out, through the real appliance: ingress, conversations, debounced turn (debounce 0),
 //! the LLM client against a fake that answers at once, the sender.
 //!
-//! Two phases, each on a fresh appliance: (a) throughput, many distinct customers writing at
+//! Three phases, each on fresh appliances: (a) throughput, many distinct customers writing at
 //! full speed; (b) latency at a fixed offered load, open loop (sends are scheduled at fixed
 //! intervals whatever the appliance does), measured from the start of the webhook POST to the
-//! fake Graph API's recorded receipt of that customer's reply. The baseline is the bare cost of
-//! the two fakes: one LLM call and one Graph send made directly with the appliance's own clients.
+//! fake Graph API's recorded receipt of that customer's reply; (c) the same load alternating
+//! between two appliances, one with metering and the quota check off (see `metering`). The
+//! baseline is the bare cost of the two fakes: one LLM call and one Graph send made directly with
+//! the appliance's own clients. Every appliance meters replies, as the product always does,
+//! except the one phase (c) turns it off on.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use super::baseline::Baseline;
 use super::harness::{self, BenchApp, ScratchDir, SignedWebhook};
+use super::metering::MeteringCost;
 use super::stats::{ms, per_sec, ratio, verdict, Latency, Table};
 use super::BenchError;
 use crate::config::{Config, LlmSettings, Secret};
@@ -28,8 +32,11 @@ pub const TARGET_P99: Duration = Duration::from_millis(25);
 
 const ANSWER: &str = "We open every day from 9 am to 9 pm, Sundays included.";
 pub(super) const QUESTION: &str = "Do you open on Sunday?";
-/// Durable commits between a customer's webhook and the Graph request of the reply.
-pub const CRITICAL_COMMITS: usize = 4;
+/// Durable commits in a row between a customer's webhook and the Graph request of the reply:
+/// ingress (before the 200: Meta redelivers what was not acknowledged), filing (schedules the
+/// turn durably before the model is called), and the turn (the reply together with the sender's
+/// claim on its first send, so the sender records no intent of its own before the request).
+pub const CRITICAL_COMMITS: usize = 3;
 /// Turns run before each measured phase to open connections and warm caches.
 pub(super) const WARM_TURNS: usize = 16;
 /// First customer number of the baseline's sends (distinct from both phases' customers).
@@ -45,6 +52,8 @@ pub struct PipelineOptions {
     pub latency_turns: usize,
     /// Offered load of the latency phase, turns per second.
     pub rate: f64,
+    /// Turns of the metering phase (c), split between metering off and on.
+    pub metering_turns: usize,
     pub work_dir: Option<PathBuf>,
     pub config: Config,
 }
@@ -109,6 +118,7 @@ pub struct PipelineReport {
     pub baseline: Baseline,
     pub throughput: Throughput,
     pub open_loop: OpenLoop,
+    pub metering: MeteringCost,
 }
 
 impl PipelineReport {
@@ -204,7 +214,7 @@ impl PipelineReport {
         t.row(
             "    disk during (b)",
             format!(
-                "16 KiB write + fdatasync p50 {}   p99 {}   (a reply waits for {CRITICAL_COMMITS} durable commits in a row: ingress, filing, turn, sending intent)",
+                "16 KiB write + fdatasync p50 {}   p99 {}   (a reply waits for {CRITICAL_COMMITS} durable commits in a row: ingress, filing, turn with the sender's claim)",
                 ms(ol.fsync.p50),
                 ms(ol.fsync.p99)
             ),
@@ -234,6 +244,7 @@ impl PipelineReport {
                     && ol.duplicates + ol.off_script == 0,
             ),
         );
+        self.metering.rows(&mut t);
         t
     }
 }
@@ -284,12 +295,26 @@ pub async fn run(opts: PipelineOptions) -> Result<PipelineReport, BenchError> {
         opts.rate.max(1.0),
     )
     .await?;
+
+    eprintln!(
+        "(c) metering on vs off: {} turns at {:.0} turns/s, alternating between two appliances ...",
+        opts.metering_turns, opts.rate
+    );
+    let metering = super::metering::measure(
+        &opts.config,
+        &llm,
+        &scratch.path().join("metering"),
+        opts.metering_turns.max(2),
+        opts.rate.max(1.0),
+    )
+    .await?;
     llm.shutdown().await;
     Ok(PipelineReport {
         concurrency,
         baseline,
         throughput,
         open_loop,
+        metering,
     })
 }
 
@@ -301,6 +326,7 @@ fn pipeline_config(
     dir: &std::path::Path,
     graph: &FakeGraph,
     llm: &FakeLlm,
+    metering: bool,
 ) -> Config {
     let mut config = harness::bench_config(base, dir);
     config.llm = LlmSettings::Openai {
@@ -316,23 +342,27 @@ fn pipeline_config(
     config.graph.rate_per_second = 1_000_000;
     config.graph.reconcile_after_ms = 600_000;
     config.pipeline.debounce_ms = 0;
+    config.pipeline.metering = metering;
     config
 }
 
-async fn start_fakes_and_app(
+/// A fake Graph API and an appliance sending to it; `metering` false only for phase (c)'s
+/// comparison.
+pub(super) async fn start_fakes_and_app(
     base: &Config,
     llm: &FakeLlm,
     dir: &std::path::Path,
+    metering: bool,
 ) -> Result<(FakeGraph, BenchApp), BenchError> {
     let graph = FakeGraph::start(FakeGraphOptions::new(harness::ACCESS_TOKEN))
         .await
         .map_err(|e| BenchError::Setup(format!("fake graph: {e}")))?;
-    let app = BenchApp::start(pipeline_config(base, dir, &graph, llm)).await?;
+    let app = BenchApp::start(pipeline_config(base, dir, &graph, llm, metering)).await?;
     Ok((graph, app))
 }
 
 /// A few turns end to end, so connections are open and caches warm before the clock starts.
-async fn warm_up(
+pub(super) async fn warm_up(
     http: &reqwest::Client,
     app: &BenchApp,
     graph: &FakeGraph,
@@ -362,19 +392,19 @@ async fn warm_up(
 }
 
 /// Bound on waiting for replies after the last webhook; generous, it only guards against a hang.
-const WAIT: Duration = Duration::from_secs(120);
+pub(super) const WAIT: Duration = Duration::from_secs(120);
 
 /// The replies the fake Graph API accepted for the customers of one phase.
-struct Replies {
+pub(super) struct Replies {
     /// When each customer's first reply arrived.
-    first: HashMap<usize, jiff::Timestamp>,
+    pub first: HashMap<usize, jiff::Timestamp>,
     /// Replies beyond the first per customer.
-    duplicates: usize,
+    pub duplicates: usize,
     /// Replies other than the model's answer (a holding or handoff notice: the turn failed).
-    off_script: usize,
+    pub off_script: usize,
 }
 
-fn replies_to(sent: &[RecordedSend], customers: &HashMap<String, usize>) -> Replies {
+pub(super) fn replies_to(sent: &[RecordedSend], customers: &HashMap<String, usize>) -> Replies {
     let mut replies = Replies {
         first: HashMap::new(),
         duplicates: 0,
@@ -397,7 +427,7 @@ fn replies_to(sent: &[RecordedSend], customers: &HashMap<String, usize>) -> Repl
     replies
 }
 
-fn since(later: jiff::Timestamp, earlier: jiff::Timestamp) -> Duration {
+pub(super) fn since(later: jiff::Timestamp, earlier: jiff::Timestamp) -> Duration {
     Duration::from_secs_f64(later.duration_since(earlier).as_secs_f64().max(0.0))
 }
 
@@ -408,7 +438,7 @@ async fn throughput(
     turns: usize,
     concurrency: usize,
 ) -> Result<Throughput, BenchError> {
-    let (graph, app) = start_fakes_and_app(base, llm, dir).await?;
+    let (graph, app) = start_fakes_and_app(base, llm, dir, true).await?;
     let http = harness::http_client(concurrency)?;
     let first_customer = 1_000_000;
     warm_up(&http, &app, &graph, first_customer + turns).await?;
@@ -495,7 +525,7 @@ async fn open_loop(
     turns: usize,
     rate: f64,
 ) -> Result<OpenLoop, BenchError> {
-    let (graph, app) = start_fakes_and_app(base, llm, dir).await?;
+    let (graph, app) = start_fakes_and_app(base, llm, dir, true).await?;
     // Enough connections for the requests in flight at this rate with some slack.
     let http = harness::http_client(64)?;
     let first_customer = 2_000_000;
