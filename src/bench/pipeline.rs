@@ -220,6 +220,10 @@ impl PipelineReport {
             ),
         );
         t.row(
+            "    why no fewer commits",
+            "ingress must be durable before the 200 (Meta redelivers only what was not acknowledged); filing is the conversations service's commit (debounce, human mode, the turn scheduled durably before the model is called); the turn's commit holds the reply, its metering and the sender's claim (the intent to send must be durable before the request, or a crash could resend blindly)",
+        );
+        t.row(
             "    where it goes (ms resolution)",
             format!(
                 "to filed: {}  |  filed to reply queued: {}  |  queued to Graph: {}",
