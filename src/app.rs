@@ -82,6 +82,8 @@ impl Running {
         for worker in self.workers {
             let _ = worker.await;
         }
+        // No turn or send runs any more: replies a turn claimed but never sent go back to queued.
+        self.state.sender.release_claims().await;
         // The writer thread releases the database only after the last handle is gone; wait for
         // it so the data directory can be opened again as soon as this returns.
         let closed = self.state.store.closed(Duration::from_secs(20));

@@ -665,6 +665,79 @@ async fn a_reply_held_back_by_graph_at_shutdown_is_sent_once_after_restart() {
     app.stop().await;
 }
 
+/// A turn stores its reply already claimed for sending ("sending", attempt 1), which spares the
+/// sender a commit before the request. A reply still waiting for its turn to be sent at a
+/// graceful stop was never sent: the stop hands it back as queued, and the next start sends it
+/// at once, instead of taking it for an interrupted send and waiting for a status report first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_reply_not_yet_sent_at_shutdown_is_sent_once_right_after_restart() {
+    let (mut app, tenant) = start(Options {
+        llm: slow_llm(300),
+        ..Options::default()
+    })
+    .await;
+    customer_writes(&app, BUDI, "wamid.HELD1", "Can I book a table for six?").await;
+    assert_eq!(app.graph.wait_for_read_receipts(1, WAIT).await.len(), 1);
+    app.graph.fail_next(
+        1,
+        Failure::TooManyRequests {
+            retry_after: Some(Duration::from_secs(60)),
+        },
+    );
+    app.wait_for(WAIT, |app| {
+        let c = app.conversation_of(tenant, BUDI)?;
+        app.messages_by(tenant, &c, Author::Assistant)
+            .into_iter()
+            .find(|m| m.status == MessageStatus::Queued && m.attempts == 1)
+    })
+    .await;
+    // The next reply is committed claimed, and waits in the conversation's lane behind the one
+    // Graph held back.
+    customer_writes(&app, BUDI, "wamid.HELD2", "Is there parking?").await;
+    let claimed = app
+        .wait_for(WAIT, |app| {
+            let c = app.conversation_of(tenant, BUDI)?;
+            app.messages_by(tenant, &c, Author::Assistant)
+                .into_iter()
+                .find(|m| m.status == MessageStatus::Sending)
+        })
+        .await;
+    assert_eq!(claimed.attempts, 1);
+
+    tokio::time::timeout(WAIT, app.stop())
+        .await
+        .expect("stopping does not wait out Graph's Retry-After");
+    assert!(app.graph.sent().is_empty());
+
+    // No status report would ever come for an unsent message: were it taken for an interrupted
+    // send, it would wait this long before its resend.
+    let app = app.restart(|c| c.graph.reconcile_after_ms = 600_000).await;
+    let c = app.conversation_of(tenant, BUDI).unwrap();
+    let released = app
+        .messages_by(tenant, &c, Author::Assistant)
+        .into_iter()
+        .find(|m| m.id == claimed.id)
+        .unwrap();
+    assert_ne!(released.status, MessageStatus::Unconfirmed, "{released:?}");
+    app.wait_for(WAIT, |app| {
+        let c = app.conversation_of(tenant, BUDI)?;
+        let replies = app.messages_by(tenant, &c, Author::Assistant);
+        (replies.len() == 2 && replies.iter().all(|m| m.status == MessageStatus::Read))
+            .then_some(())
+    })
+    .await;
+    app.wait_idle().await;
+    assert_eq!(
+        texts_to(&app, BUDI),
+        [
+            "You said: Can I book a table for six?",
+            "You said: Is there parking?"
+        ]
+    );
+    let mut app = app;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_arriving_out_of_order_leave_the_reply_read() {
     let (mut app, tenant) = start(Options {

@@ -9,15 +9,15 @@ use super::language::{self, Lang};
 use super::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, ToolDef};
 use super::{intent, Assistant, KnowledgePassage};
 use crate::billing::meter::TokenUsage;
-use crate::conversations::actions::{clear_pending_turn, hand_off_with, queue_outbound};
+use crate::conversations::actions::{clear_pending_turn, hand_off_with, queue_outbound_claimed};
 use crate::conversations::routing::{self, Routed};
 use crate::conversations::turns::{ScheduledTurn, TurnFuture, TurnResult, TurnRunner};
 use crate::conversations::{
     Author, Conversation, ConversationState, HandoffReason, LiveUpdate, Message, MessageBody,
-    Source, CONVERSATIONS, PENDING_TURNS,
+    MessageRef, Source, CONVERSATIONS, PENDING_TURNS,
 };
 use crate::knowledge::NoAnswerPolicy;
-use crate::storage::{StoreError, TenantId, WriteCtx};
+use crate::storage::{MessageId, StoreError, TenantId, WriteCtx};
 use crate::tenants::{Tenant, TenantStatus};
 use crate::whatsapp::outbound::OutboundContent;
 
@@ -105,17 +105,6 @@ pub(crate) struct TurnFacts {
     /// analytics).
     pub(crate) question: String,
     pub(crate) unhelpful: bool,
-}
-
-impl TurnFacts {
-    /// A turn with nothing known beyond its language (benchmarks, replays).
-    pub(crate) fn in_language(lang: Lang) -> Self {
-        TurnFacts {
-            lang,
-            question: String::new(),
-            unhelpful: false,
-        }
-    }
 }
 
 impl Assistant {
@@ -398,7 +387,16 @@ impl Assistant {
             Decision::HandOff { reason, .. } => ("handoff", Some(reason.code())),
             Decision::Silent => ("silent", None),
         };
-        let changed = self
+        // The reply (or notice) is stored already claimed by the sender, so the intent to send is
+        // durable in this commit and the sender needs no commit of its own before the request.
+        // The id is fixed before the write: the write may run more than once (batch retries),
+        // and its event may reach the sender before this call returns.
+        let reply = MessageRef {
+            conversation: turn.conversation,
+            message: MessageId::new(),
+        };
+        self.sender.claim_first_send(tenant, reply);
+        let written = self
             .store
             .write(move |ctx| {
                 let now = jiff::Timestamp::now();
@@ -412,30 +410,30 @@ impl Assistant {
                 if current.map(|p| p.turn) != Some(turn.turn) {
                     // A newer message rescheduled the turn (it will answer everything), or this
                     // turn already committed before a crash: either way, say nothing now.
-                    return Ok(false);
+                    return Ok((false, false));
                 }
                 let Some(mut c) = ctx
                     .tenant(tenant)
                     .get(&CONVERSATIONS, turn.conversation.as_bytes())?
                 else {
-                    return Ok(false);
+                    return Ok((false, false));
                 };
                 clear_pending_turn(ctx, tenant, c.id)?;
                 if c.state != ConversationState::Bot {
-                    return Ok(true);
+                    return Ok((true, false));
                 }
                 let decision = if metering {
                     metered(ctx, tenant, &decision, facts.lang, now)?
                 } else {
                     decision.clone()
                 };
-                match &decision {
-                    Decision::Silent => {}
+                let queued = match &decision {
+                    Decision::Silent => false,
                     Decision::Reply { text, sources } => {
                         if facts.unhelpful {
                             c.unhelpful_turns += 1;
                         }
-                        queue_outbound(
+                        queue_outbound_claimed(
                             ctx,
                             tenant,
                             &mut c,
@@ -445,7 +443,9 @@ impl Assistant {
                                 preview_url: false,
                             },
                             sources.clone(),
+                            reply.message,
                         )?;
+                        true
                     }
                     Decision::HandOff { reason, notice } => {
                         let routed = hand_off_with(
@@ -460,7 +460,7 @@ impl Assistant {
                             Routed::Queued => routing::away_notice(ctx, tenant, &c, facts.lang)?,
                             Routed::Assigned { .. } => None,
                         };
-                        queue_outbound(
+                        queue_outbound_claimed(
                             ctx,
                             tenant,
                             &mut c,
@@ -470,14 +470,28 @@ impl Assistant {
                                 preview_url: false,
                             },
                             Vec::new(),
+                            reply.message,
                         )?;
+                        true
                     }
-                }
+                };
                 ctx.tenant(tenant)
                     .put(&CONVERSATIONS, c.id.as_bytes(), &c)?;
-                Ok(true)
+                Ok((true, queued))
             })
-            .await?;
+            .await;
+        let changed = match written {
+            Ok((changed, queued)) => {
+                if !queued {
+                    self.sender.forget_claim(reply.message);
+                }
+                changed
+            }
+            Err(e) => {
+                self.sender.forget_claim(reply.message);
+                return Err(e);
+            }
+        };
         if changed {
             crate::ops::metrics::turn(tenant, outcome);
             if let Some(reason) = handoff {

@@ -22,7 +22,6 @@
 //! notes. A reply WhatsApp later fails to deliver stays counted: the quota is spent when the
 //! reply is committed, which is what keeps concurrent turns from ever exceeding it.
 
-pub mod bench;
 pub mod meter;
 pub mod money;
 pub mod period;

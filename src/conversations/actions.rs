@@ -33,19 +33,68 @@ pub fn queue_outbound(
     content: OutboundContent,
     sources: Vec<Source>,
 ) -> Result<Message, StoreError> {
+    store_outbound(
+        ctx,
+        tenant,
+        conversation,
+        author,
+        content,
+        sources,
+        MessageId::new(),
+        MessageStatus::Queued,
+    )
+}
+
+/// Like [`queue_outbound`], but the message is stored as `sending` (attempt 1): the durable
+/// intent to send, recorded in the caller's commit instead of a commit of the sender's own. The
+/// caller must have registered `id` with [`crate::whatsapp::sender::SenderHandle::claim_first_send`]
+/// before this commit, so this process's sender makes that first attempt without another commit.
+/// After a crash no claim exists, and the sender treats the message like any interrupted send.
+pub fn queue_outbound_claimed(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: &mut Conversation,
+    author: Author,
+    content: OutboundContent,
+    sources: Vec<Source>,
+    id: MessageId,
+) -> Result<Message, StoreError> {
+    store_outbound(
+        ctx,
+        tenant,
+        conversation,
+        author,
+        content,
+        sources,
+        id,
+        MessageStatus::Sending,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn store_outbound(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: &mut Conversation,
+    author: Author,
+    content: OutboundContent,
+    sources: Vec<Source>,
+    id: MessageId,
+    status: MessageStatus,
+) -> Result<Message, StoreError> {
     let now = crate::events::now_ms();
     let message = Message {
-        id: MessageId::new(),
+        id,
         conversation: conversation.id,
         direction: Direction::Outbound,
         author,
         body: MessageBody::Outbound { content },
-        status: MessageStatus::Queued,
+        status,
         wamid: None,
         created_at_ms: now,
         status_at_ms: now,
         failure: None,
-        attempts: 0,
+        attempts: u32::from(status == MessageStatus::Sending),
         sources,
     };
     conversation.last_message_ms = now;

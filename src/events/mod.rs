@@ -211,7 +211,7 @@ impl Record for DeadLetter {
 pub(crate) const DEAD_LETTERS: GlobalCollection<DeadLetter> =
     GlobalCollection::new(tags::DEAD_LETTERS);
 
-fn queue_key(consumer: Consumer, seq: u64) -> [u8; 9] {
+pub(crate) fn queue_key(consumer: Consumer, seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = consumer.tag();
     key[1..].copy_from_slice(&seq.to_be_bytes());

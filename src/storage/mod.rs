@@ -171,6 +171,10 @@ pub type CommitListener = Box<dyn Fn(Vec<Envelope>) + Send + Sync>;
 pub struct CommitStats {
     pub commits: u64,
     pub jobs: u64,
+    /// Writer time spent running jobs inside their transactions.
+    pub run_us: u64,
+    /// Writer time spent in `commit` (page writes and the fsync).
+    pub commit_us: u64,
 }
 
 #[derive(Clone)]
@@ -233,13 +237,18 @@ impl Store {
         // Bounded: when the writer falls behind, callers wait (backpressure) instead of memory growing.
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>(max_batch.max(1) * 8);
         let stats = Arc::new(std::sync::Mutex::new(CommitStats::default()));
+        let (settled_tx, settled_rx) = std::sync::mpsc::channel::<Settled>();
+        std::thread::Builder::new()
+            .name("wacrm-notify".into())
+            .spawn(move || notify_loop(settled_rx, listener))
+            .map_err(|e| StoreError::Io(format!("cannot start notifier thread: {e}")))?;
         let writer_db = db.clone();
         let writer_stats = stats.clone();
         let (closed_tx, closed_rx) = watch::channel(false);
         std::thread::Builder::new()
             .name("wacrm-writer".into())
             .spawn(move || {
-                writer_loop(writer_db, rx, max_batch, next_seq, listener, writer_stats);
+                writer_loop(writer_db, rx, max_batch, next_seq, settled_tx, writer_stats);
                 // The loop ends when the last `Store` is dropped, and it owned the last database
                 // handle, which it dropped (closing the file) on return.
                 let _ = closed_tx.send(true);
@@ -331,14 +340,48 @@ pub fn meta_key(name: &[u8]) -> Vec<u8> {
     key
 }
 
+/// A finished commit: its callers still to be answered, and the events it published.
+struct Settled {
+    jobs: Vec<Box<dyn Job>>,
+    /// Applies to every job of `jobs`: all committed, or none (storage failure).
+    outcome: Result<(), String>,
+    published: Vec<Envelope>,
+}
+
+impl Settled {
+    fn deliver(self, listener: &CommitListener) {
+        // The listener hears of the events before their writers hear back: a caller that
+        // published something finds it handed on (in its consumer's channel) on return.
+        if !self.published.is_empty() {
+            listener(self.published);
+        }
+        match self.outcome {
+            Ok(()) => {
+                for job in self.jobs {
+                    job.finish(Ok(()));
+                }
+            }
+            Err(message) => {
+                for job in self.jobs {
+                    job.finish(Err(StoreError::Io(message.clone())));
+                }
+            }
+        }
+    }
+}
+
 fn writer_loop(
     db: Arc<Database>,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     max_batch: usize,
     mut next_seq: u64,
-    listener: CommitListener,
+    settled_tx: std::sync::mpsc::Sender<Settled>,
     stats: Arc<std::sync::Mutex<CommitStats>>,
 ) {
+    // Answering callers and the listener is handed to the notifier thread: each answer wakes a
+    // task, and on a small machine those wakes preempt whoever makes them. Measured on 2 cores,
+    // answering inline took as long as the commit itself, with the next batch waiting behind it.
+    let mut inline: Option<CommitListener> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -349,50 +392,71 @@ fn writer_loop(
         }
         let started = Instant::now();
         let size = batch.len();
-        commit_batch(&db, batch, &mut next_seq, &stats, &listener);
+        let (settled, commit_time) = commit_batch(&db, batch, &mut next_seq);
+        let elapsed = started.elapsed();
+        // Counted before the notifier answers anyone, so a caller that reads the stats after its
+        // write returned sees its own commit in them.
+        if let Ok(mut s) = stats.lock() {
+            s.commits += 1;
+            s.jobs += size as u64;
+            s.commit_us += commit_time.as_micros() as u64;
+            s.run_us += elapsed.saturating_sub(commit_time).as_micros() as u64;
+        }
         tracing::trace!(
             jobs = size,
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = elapsed.as_micros() as u64,
             "group commit"
         );
+        if let Err(std::sync::mpsc::SendError(settled)) = settled_tx.send(settled) {
+            // The notifier is gone (its listener panicked): answer callers here rather than leave
+            // them hanging. Events are no longer announced live; they stay queued in redb and
+            // are delivered on the next start.
+            let listener = inline.get_or_insert_with(|| Box::new(|_| {}));
+            settled.deliver(listener);
+        }
     }
     drop(db);
     tracing::debug!("writer thread stopped");
 }
 
+/// Answers the callers of each commit and tells the listener of its events, in commit order.
+fn notify_loop(rx: std::sync::mpsc::Receiver<Settled>, listener: CommitListener) {
+    while let Ok(settled) = rx.recv() {
+        settled.deliver(&listener);
+    }
+}
+
 /// Runs a batch of jobs in one transaction. A job whose own logic fails is answered with its error
-/// and the batch is retried without it, so one bad write never takes others down with it.
+/// and the batch is retried without it, so one bad write never takes others down with it. Returns
+/// the settled batch and the time its commit took.
 fn commit_batch(
     db: &Database,
     mut jobs: Vec<Box<dyn Job>>,
     next_seq: &mut u64,
-    stats: &std::sync::Mutex<CommitStats>,
-    listener: &CommitListener,
-) {
-    // Counted before any caller hears back, so a caller that read the stats after its write
-    // returned sees its own commit in them.
-    let size = jobs.len() as u64;
-    if let Ok(mut s) = stats.lock() {
-        s.commits += 1;
-        s.jobs += size;
-    }
+) -> (Settled, std::time::Duration) {
     loop {
         if jobs.is_empty() {
-            return;
+            return (
+                Settled {
+                    jobs,
+                    outcome: Ok(()),
+                    published: Vec::new(),
+                },
+                std::time::Duration::ZERO,
+            );
         }
         let attempt = run_jobs(db, &mut jobs, *next_seq);
         match attempt {
-            Ok((seq_after, published)) => {
+            Ok((seq_after, published, commit_time)) => {
                 *next_seq = seq_after;
-                // The listener hears of the events before their writers hear back: a caller that
-                // published something finds it handed on (in its consumer's channel) on return.
-                if !published.is_empty() {
-                    listener(published);
-                }
-                for job in jobs {
-                    job.finish(Ok(()));
-                }
-                return;
+                return (
+                    Settled {
+                        jobs,
+                        outcome: Ok(()),
+                        published,
+                    },
+                    commit_time,
+                );
             }
             Err(BatchFailure::Job(index, error)) => {
                 let failed = jobs.remove(index);
@@ -401,10 +465,14 @@ fn commit_batch(
             Err(BatchFailure::Storage(error)) => {
                 let message = error.to_string();
                 tracing::error!(error = %message, "commit failed");
-                for job in jobs {
-                    job.finish(Err(StoreError::Io(message.clone())));
-                }
-                return;
+                return (
+                    Settled {
+                        jobs,
+                        outcome: Err(message),
+                        published: Vec::new(),
+                    },
+                    std::time::Duration::ZERO,
+                );
             }
         }
     }
@@ -419,7 +487,7 @@ fn run_jobs(
     db: &Database,
     jobs: &mut [Box<dyn Job>],
     first_seq: u64,
-) -> Result<(u64, Vec<Envelope>), BatchFailure> {
+) -> Result<(u64, Vec<Envelope>, std::time::Duration), BatchFailure> {
     let mut txn = db
         .begin_write()
         .map_err(|e| BatchFailure::Storage(e.into()))?;
@@ -456,8 +524,9 @@ fn run_jobs(
         }
         (ctx.next_seq, ctx.published)
     };
+    let committing = Instant::now();
     txn.commit().map_err(|e| BatchFailure::Storage(e.into()))?;
-    Ok((seq_after, published))
+    Ok((seq_after, published, committing.elapsed()))
 }
 
 #[cfg(test)]

@@ -16,6 +16,15 @@
 //! within seconds of accepting a message, so if none has come after `reconcile_after` (two minutes
 //! by default), the message is taken as never accepted and sent once more. That is not blind: it
 //! is a resend only after the positive signal that would exist for an accepted message is absent.
+//!
+//! Claimed first sends. A bot turn stores its reply already as `sending` (attempt 1) in the turn's
+//! own commit, after registering it here as a claim (`claim_first_send`): the intent is durable
+//! before the request either way, but the reply path waits for one durable commit less. A claim
+//! lives only in this process's memory and is taken at most once, just before the request; after
+//! a crash no claim exists, so such a message is handled like any interrupted send (unconfirmed,
+//! resent only if no status report arrives within `reconcile_after`). A graceful stop hands the
+//! claims never taken back as `queued` (`release_claims`), since this process knows they never
+//! left.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +67,8 @@ struct SenderInner {
     stopping: watch::Receiver<bool>,
     buckets: Mutex<HashMap<String, Bucket>>,
     last_to_recipient: Mutex<HashMap<String, Instant>>,
+    /// First sends claimed by this process's turn commits and not yet attempted.
+    claims: Mutex<HashMap<MessageId, (TenantId, ConversationId)>>,
 }
 
 enum Step {
@@ -86,7 +97,70 @@ impl SenderHandle {
                 stopping,
                 buckets: Mutex::default(),
                 last_to_recipient: Mutex::default(),
+                claims: Mutex::default(),
             }),
+        }
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, (TenantId, ConversationId)>> {
+        match self.inner.claims.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Registers the first send of a message the caller is about to commit as `sending` (with
+    /// `conversations::actions::queue_outbound_claimed`). Must come before that commit: its event
+    /// may reach the sender before the commit's caller hears back.
+    pub fn claim_first_send(&self, tenant: TenantId, at: MessageRef) {
+        self.claims().insert(at.message, (tenant, at.conversation));
+    }
+
+    /// The commit did not store the claimed message (stale turn, failed write).
+    pub fn forget_claim(&self, message: MessageId) {
+        self.claims().remove(&message);
+    }
+
+    fn has_claim(&self, message: MessageId) -> bool {
+        self.claims().contains_key(&message)
+    }
+
+    /// True once per claim: whoever gets it may send without recording the intent again.
+    fn take_claim(&self, message: MessageId) -> bool {
+        self.claims().remove(&message).is_some()
+    }
+
+    /// For a graceful stop, once no turn or send runs any more: claimed messages whose request
+    /// was never made go back to `queued`, so the next start sends them at once instead of
+    /// treating them as interrupted sends. Claims taken after this are refused (the claim is gone).
+    pub async fn release_claims(&self) {
+        let claims: Vec<(MessageId, (TenantId, ConversationId))> = self.claims().drain().collect();
+        if claims.is_empty() {
+            return;
+        }
+        let released = self
+            .inner
+            .store
+            .write(move |ctx| {
+                let now = crate::events::now_ms();
+                for (message, (tenant, conversation)) in &claims {
+                    let key = message_key(*conversation, *message);
+                    let mut t = ctx.tenant(*tenant);
+                    let Some(mut m) = t.get(&MESSAGES, &key)? else {
+                        continue;
+                    };
+                    if m.status == MessageStatus::Sending && m.wamid.is_none() {
+                        m.status = MessageStatus::Queued;
+                        m.attempts = m.attempts.saturating_sub(1);
+                        m.status_at_ms = now;
+                        t.put(&MESSAGES, &key, &m)?;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "could not hand unsent claimed replies back; the next start treats them as interrupted sends");
         }
     }
 
@@ -244,6 +318,7 @@ impl SenderHandle {
         at: MessageRef,
         reason: String,
     ) -> Result<Step, StoreError> {
+        self.forget_claim(at.message);
         tracing::warn!(tenant = %tenant, conversation = %at.conversation, %reason, "message failed");
         self.update(delivery, tenant, at, true, move |m| {
             m.status = MessageStatus::Failed;
@@ -268,9 +343,12 @@ impl SenderHandle {
             Ok((m, c))
         })?;
         let (Some(message), Some(conversation)) = loaded else {
+            self.forget_claim(at.message);
             return Ok(Step::Done);
         };
         let now = crate::events::now_ms();
+        // Claimed by this process's turn commit: its `sending` is an intent no request acted on.
+        let mut claimed = false;
         match message.status {
             MessageStatus::Sent
             | MessageStatus::Delivered
@@ -279,6 +357,7 @@ impl SenderHandle {
             | MessageStatus::Received => {
                 return Ok(Step::Done);
             }
+            MessageStatus::Sending if self.has_claim(at.message) => claimed = true,
             MessageStatus::Sending => {
                 // We crashed after recording the intent and before learning the outcome.
                 self.update(delivery, tenant, at, false, |m| {
@@ -321,8 +400,17 @@ impl SenderHandle {
                 .fail(delivery, tenant, at, "the channel no longer exists".into())
                 .await;
         };
+        // A claimed message's attempt was counted when it was claimed.
+        let attempts = if claimed {
+            message.attempts
+        } else {
+            message.attempts + 1
+        };
         if channel.is_sandbox() {
-            return self.deliver_to_sandbox(delivery, tenant, at).await;
+            self.forget_claim(at.message);
+            return self
+                .deliver_to_sandbox(delivery, tenant, at, attempts)
+                .await;
         }
         let Some(creds) = self.credentials(tenant, &channel) else {
             return self
@@ -334,7 +422,6 @@ impl SenderHandle {
                 )
                 .await;
         };
-        let attempts = message.attempts + 1;
         if attempts > self.inner.settings.max_attempts {
             let last = message.failure.clone().unwrap_or_default();
             return self
@@ -348,25 +435,34 @@ impl SenderHandle {
         }
         self.pace_recipient(&conversation.contact_wa_id).await;
         self.take_rate_token(&channel.phone_number_id).await;
-        // Durable intent before the request: after a crash we know this may have been sent.
-        // Only from the state read above: a late status report (the pacing waits may take a
-        // while) proves the earlier attempt arrived, and must not be overwritten and resent.
-        let seen = message.status;
-        self.update(delivery, tenant, at, false, move |m| {
-            if m.status != seen {
-                return;
+        if claimed {
+            // The turn's commit recorded the intent. Act on it once, and only if a graceful stop
+            // has not handed it back meanwhile (then the next step finds it queued or settled).
+            if !self.take_claim(at.message) {
+                return Ok(Step::Wait(Duration::ZERO));
             }
-            m.status = MessageStatus::Sending;
-            m.attempts = attempts;
-            m.status_at_ms = crate::events::now_ms();
-        })
-        .await?;
-        let intent = self.inner.store.read(|r| {
-            r.tenant(tenant)
-                .get(&MESSAGES, &message_key(at.conversation, at.message))
-        })?;
-        if !intent.is_some_and(|m| m.status == MessageStatus::Sending && m.attempts == attempts) {
-            return Ok(Step::Wait(Duration::ZERO));
+        } else {
+            // Durable intent before the request: after a crash we know this may have been sent.
+            // Only from the state read above: a late status report (the pacing waits may take a
+            // while) proves the earlier attempt arrived, and must not be overwritten and resent.
+            let seen = message.status;
+            self.update(delivery, tenant, at, false, move |m| {
+                if m.status != seen {
+                    return;
+                }
+                m.status = MessageStatus::Sending;
+                m.attempts = attempts;
+                m.status_at_ms = crate::events::now_ms();
+            })
+            .await?;
+            let intent = self.inner.store.read(|r| {
+                r.tenant(tenant)
+                    .get(&MESSAGES, &message_key(at.conversation, at.message))
+            })?;
+            if !intent.is_some_and(|m| m.status == MessageStatus::Sending && m.attempts == attempts)
+            {
+                return Ok(Step::Wait(Duration::ZERO));
+            }
         }
         let body =
             content.to_graph_body(&conversation.contact_wa_id, None, Some(&at.callback_tag()));
@@ -443,10 +539,11 @@ impl SenderHandle {
         delivery: &Delivery,
         tenant: TenantId,
         at: MessageRef,
+        attempts: u32,
     ) -> Result<Step, StoreError> {
         self.update(delivery, tenant, at, true, move |m| {
             m.status = MessageStatus::Delivered;
-            m.attempts += 1;
+            m.attempts = attempts;
             m.wamid = Some(format!("wamid.sandbox.{}", at.message));
             m.status_at_ms = crate::events::now_ms();
         })
