@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use super::{ChannelCommand, OutletCommand, TenantCommand};
@@ -337,44 +337,4 @@ pub async fn channel(config: Config, cmd: ChannelCommand) -> anyhow::Result<()> 
         Ok(())
     })
     .await
-}
-
-/// Makes sure the demo tenant and its sandbox channel exist; returns (tenant slug, channel id).
-pub async fn ensure_demo(api: &ApiClient) -> anyhow::Result<(String, String)> {
-    let slug = "demo";
-    let tenants = api.get("/api/v1/tenants").await?;
-    let exists = tenants
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|t| t["slug"] == slug);
-    if !exists {
-        api.post(
-            "/api/v1/tenants",
-            json!({"slug": slug, "name": "Demo Coffee", "time_zone": "Asia/Jakarta"}),
-        )
-        .await?;
-    }
-    let channels = api.get(&format!("/api/v1/tenants/{slug}/channels")).await?;
-    let sandbox = channels
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "sandbox")
-        .cloned();
-    let channel = match sandbox {
-        Some(c) => c,
-        None => {
-            api.post(
-                &format!("/api/v1/tenants/{slug}/channels"),
-                json!({"type": "sandbox", "name": "Demo sandbox"}),
-            )
-            .await?
-        }
-    };
-    let id = channel["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("sandbox channel without id"))?
-        .to_string();
-    Ok((slug.to_string(), id))
 }

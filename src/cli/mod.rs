@@ -5,6 +5,7 @@
 
 mod billing;
 pub mod client;
+mod demo;
 mod kb;
 mod people;
 mod simulate;
@@ -281,11 +282,22 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     println!("wacrm is running at {url}");
     if demo {
         let api = ApiClient::new(&url, &running.state.operator_token);
-        let (tenant, channel) = client::ensure_demo(&api).await?;
-        println!("demo tenant: {tenant}, sandbox channel: {channel}");
+        let demo = demo::ensure_demo(&api).await?;
         println!(
-            "chat with the assistant as a customer:\n  wacrm --data-dir {} simulate --tenant {tenant}",
-            data_dir.display()
+            "demo tenant: {}, sandbox channel: {}",
+            demo.tenant, demo.channel
+        );
+        println!("dashboard: {url}/dash  (sign in as {})", demo.admin_email);
+        match &demo.admin_password {
+            Some(p) => println!("  password (shown once): {p}"),
+            None => println!(
+                "  password: the one printed at the demo's first start (or `wacrm user add` another admin)"
+            ),
+        }
+        println!(
+            "chat with the assistant as a customer (or use the dashboard's simulator):\n  wacrm --data-dir {} simulate --tenant {}",
+            data_dir.display(),
+            demo.tenant
         );
     }
     running.wait().await;
