@@ -62,6 +62,12 @@ async fn app_with_faq(options: Options) -> (TestApp, String, wacrm::storage::Ten
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploaded_documents_become_searchable_with_scores() {
     let (mut app, _kb, _tenant) = app_with_faq(Options::default()).await;
+    // Embedding the documents is recorded as the tenant's embedding tokens (cost visibility).
+    let billing = app.get("/api/v1/tenants/acme/billing").await;
+    let embedded = billing["usage"]["tokens"]["embedding_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(embedded > 50, "{billing}");
     let v = app
         .search(
             "acme",

@@ -234,6 +234,13 @@ impl KnowledgeService {
                 self.notify(tenant);
             }
         }
+        let embedded_tokens: u64 = to_embed
+            .iter()
+            .map(|i| super::chunk::count_tokens(&planned[*i].index_text) as u64)
+            .sum();
+        if embedded_tokens > 0 {
+            self.record_embedding_tokens(tenant, embedded_tokens).await;
+        }
         let dimension = planned.iter().find_map(|p| p.vector.as_ref().map(Vec::len));
         self.commit_ingest(
             delivery,

@@ -77,7 +77,10 @@ impl KnowledgeService {
             return Ok(SearchOutcome::default());
         }
         let (query_vector, dense_unavailable) = match self.embeddings.embed_query(question).await {
-            Ok(v) => (Some(v), None),
+            Ok(v) => {
+                self.count_query_tokens(req.tenant, question);
+                (Some(v), None)
+            }
             Err(e) => {
                 tracing::warn!(tenant = %req.tenant, code = e.code, error = %e, "dense retrieval unavailable; BM25 only");
                 (None, Some(e.message))

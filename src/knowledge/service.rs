@@ -37,6 +37,9 @@ pub struct KnowledgeService {
     pub(crate) ingest_permits: Semaphore,
     pub(crate) allow_loopback_urls: bool,
     changes: watch::Sender<u64>,
+    /// Embedding tokens of questions (assistant turns, search tester) not yet recorded per tenant:
+    /// written every maintenance tick rather than in a commit per question.
+    query_tokens: std::sync::Mutex<std::collections::HashMap<TenantId, u64>>,
 }
 
 impl KnowledgeService {
@@ -64,6 +67,7 @@ impl KnowledgeService {
             ingest_permits: Semaphore::new(INGEST_CONCURRENCY),
             allow_loopback_urls: config.knowledge.allow_loopback_urls,
             changes,
+            query_tokens: Default::default(),
         }))
     }
 
@@ -148,6 +152,7 @@ impl KnowledgeService {
                     }
                 }
             }
+            this.flush_query_tokens().await;
             let index = this.index.clone();
             let _ = tokio::task::spawn_blocking(move || index.save_graphs()).await;
         })
@@ -164,7 +169,42 @@ impl KnowledgeService {
             })
     }
 
+    /// Counts a question's embedding tokens for its tenant (recorded at the next maintenance).
+    pub(crate) fn count_query_tokens(&self, tenant: TenantId, question: &str) {
+        let tokens = super::chunk::count_tokens(question) as u64;
+        let mut pending = self
+            .query_tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pending.entry(tenant).or_default() += tokens;
+    }
+
+    /// Records embedding tokens against the tenant's current period (cost visibility; plans do
+    /// not cap them).
+    pub(crate) async fn record_embedding_tokens(&self, tenant: TenantId, tokens: u64) {
+        let usage = crate::billing::meter::TokenUsage {
+            embedding_tokens: tokens,
+            ..Default::default()
+        };
+        if let Err(e) = crate::billing::meter::record_tokens(&self.store, tenant, usage).await {
+            tracing::warn!(%tenant, error = %e, "cannot record embedding tokens");
+        }
+    }
+
+    async fn flush_query_tokens(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .query_tokens
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (tenant, tokens) in pending {
+            self.record_embedding_tokens(tenant, tokens).await;
+        }
+    }
+
     async fn maintain(self: &Arc<Self>) {
+        self.flush_query_tokens().await;
         let index = self.index.clone();
         let store = self.store.clone();
         let model = self.embeddings.model_id().to_string();
