@@ -75,7 +75,10 @@ async fn backup_under_webhook_load_holds_every_acknowledged_webhook_and_restores
     let kb_query = serde_json::json!({"query": "is delivery free?", "min_score": 0, "limit": 10});
     let kb_hits = app.search("acme", kb_query.clone()).await["hits"].clone();
     assert!(
-        kb_hits[0]["text"].as_str().unwrap().contains("Delivery is free"),
+        kb_hits[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Delivery is free"),
         "{kb_hits}"
     );
     app.create_user("acme", "agent@acme.test", "agent", &[])

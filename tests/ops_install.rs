@@ -57,7 +57,10 @@ fn fake_models(dir: &Path) {
         ("libonnxruntime.so.1.32.0", "runtime"),
         ("multilingual-e5-small/model.onnx", "weights"),
         ("multilingual-e5-small/tokenizer.json", "{}"),
-        ("multilingual-e5-small/config.json", "{\"hidden_size\": 384}"),
+        (
+            "multilingual-e5-small/config.json",
+            "{\"hidden_size\": 384}",
+        ),
     ];
     let mut manifest = String::from("# wacrm local embedding models\n# dimension: 384\n");
     for (name, body) in files {
@@ -305,7 +308,10 @@ async fn the_installed_service_started_as_its_unit_says_serves_traffic() {
     let out = install(root.path(), &[]);
     let password = out
         .lines()
-        .find_map(|l| l.split("password (shown once; keep it in a password manager): ").nth(1))
+        .find_map(|l| {
+            l.split("password (shown once; keep it in a password manager): ")
+                .nth(1)
+        })
         .unwrap_or_else(|| panic!("no generated password in:\n{out}"))
         .trim()
         .to_string();

@@ -41,7 +41,13 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
         .register(hooks.clone());
     let (erased, kept) = ("6281111111", "6282222222");
     // A word only each customer wrote, to search for.
-    let word = |who: &str| if who == erased { "kelapamuda" } else { "durianmontong" };
+    let word = |who: &str| {
+        if who == erased {
+            "kelapamuda"
+        } else {
+            "durianmontong"
+        }
+    };
     for (i, who) in [erased, kept, erased].iter().enumerate() {
         app.post_signed(&text_webhook(
             PHONE,
@@ -66,9 +72,14 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
 
     // Before: an agent finds the customer in the dashboard's inbox search, by their words and
     // by their number, and their words are in the search index's files.
-    app.create_user("acme", "agent@acme.test", "agent", &[]).await;
+    app.create_user("acme", "agent@acme.test", "agent", &[])
+        .await;
     let agent = app.sign_in("agent@acme.test").await;
-    for (q, who) in [("kelapamuda", erased), (erased, erased), ("durianmontong", kept)] {
+    for (q, who) in [
+        ("kelapamuda", erased),
+        (erased, erased),
+        ("durianmontong", kept),
+    ] {
         assert_eq!(inbox_search_until(&app, &agent, q, &[who]).await, vec![who]);
     }
     let search_dir = app.dir.path().join(wacrm::web::dashboard::SEARCH_DIR);
@@ -109,9 +120,15 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
         assert!(search.search(tenant, q, 10).unwrap().is_empty(), "{q}");
         assert!(inbox_search(&app, &agent, q).await.is_empty(), "{q}");
     }
-    assert_eq!(inbox_search(&app, &agent, "durianmontong").await, vec![kept]);
+    assert_eq!(
+        inbox_search(&app, &agent, "durianmontong").await,
+        vec![kept]
+    );
     for needle in ["kelapamuda", erased, erased_conversation.as_str()] {
-        assert!(!index_mentions(&index_dir, needle), "{needle} is still indexed");
+        assert!(
+            !index_mentions(&index_dir, needle),
+            "{needle} is still indexed"
+        );
     }
     assert!(index_mentions(&index_dir, "durianmontong"));
 
@@ -159,8 +176,13 @@ async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
     let mut app = TestApp::start(Options::default()).await;
     let short = app.tenant_with_channel("short", PHONE).await;
     let keep = app.tenant_with_channel("keep", "106540352242923").await;
-    app.post_signed(&text_webhook(PHONE, "628333", "wamid.r1", "halo sawomanila"))
-        .await;
+    app.post_signed(&text_webhook(
+        PHONE,
+        "628333",
+        "wamid.r1",
+        "halo sawomanila",
+    ))
+    .await;
     app.post_signed(&text_webhook(
         "106540352242923",
         "628333",
@@ -237,7 +259,9 @@ async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
     // The expired conversation left the inbox search; the other tenant's is still found.
     let search = &app.running.as_ref().unwrap().state.dashboard.search;
     assert!(search.search(short, "sawomanila", 10).unwrap().is_empty());
-    assert!(inbox_search(&app, &agents[0], "sawomanila").await.is_empty());
+    assert!(inbox_search(&app, &agents[0], "sawomanila")
+        .await
+        .is_empty());
     assert_eq!(
         inbox_search(&app, &agents[1], "nangkamadu").await,
         vec!["628333"]

@@ -288,5 +288,8 @@ pub fn index_mentions(dir: &Path, needle: &str) -> bool {
 /// while it runs, the indexer may be writing a new segment's files).
 pub fn assert_no_former_segments(dir: &Path) {
     let strays = index_contents(dir).stray_files;
-    assert!(strays.is_empty(), "files of former segments left: {strays:?}");
+    assert!(
+        strays.is_empty(),
+        "files of former segments left: {strays:?}"
+    );
 }
