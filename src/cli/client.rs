@@ -186,7 +186,14 @@ impl Session {
                 }
             }
         }
-        // No server on this data directory: run one for this command only.
+        // No server on this data directory: run one for this command only, on loopback and
+        // without the service's other listeners (a metrics or redirect port may be taken, and a
+        // command needs neither).
+        let mut config = config;
+        config.metrics_listen = None;
+        if let Some(tls) = config.tls.as_mut() {
+            tls.redirect_listen = None;
+        }
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = crate::app::launch(config, listener, async {

@@ -25,7 +25,7 @@ use ort::environment::Environment;
 pub const DEFAULT_MODEL_ID: &str = "multilingual-e5-small";
 
 /// Library names tried in the models directory, most specific first.
-const ORT_LIBRARY_NAMES: &[&str] = &["libonnxruntime.so.1.32.0", "libonnxruntime.so"];
+pub const ORT_LIBRARY_NAMES: &[&str] = &["libonnxruntime.so.1.32.0", "libonnxruntime.so"];
 
 /// Sentences per ONNX Runtime call: large enough to amortise the call, small enough
 /// that padding to the longest sentence in a batch stays cheap.

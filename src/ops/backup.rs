@@ -25,8 +25,12 @@ use crate::app::{DATABASE_FILE, MASTER_KEY_FILE};
 
 pub const MANIFEST_FILE: &str = "BACKUP.json";
 pub const SERVER_FILE: &str = "server.json";
-/// Derived from the database and rebuilt on start; never copied.
-pub const INDEX_DIR: &str = "index";
+/// Derived from the database and rebuilt on start; never copied: the knowledge indexes.
+pub const INDEX_DIR: &str = crate::knowledge::index::INDEX_DIR;
+/// The same for the dashboard's inbox search. A copy taken while the service runs would hold
+/// documents and a feed position newer than the snapshot of the database (the indexer would then
+/// skip the restored service's next messages), so these are rebuilt instead.
+pub const SEARCH_DIR: &str = crate::web::dashboard::SEARCH_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -98,6 +102,7 @@ pub fn excluded(name: &str) -> bool {
     name == DATABASE_FILE
         || name == SERVER_FILE
         || name == INDEX_DIR
+        || name == SEARCH_DIR
         || name == BACKUPS_DIR
         || name == "lost+found"
         || name.starts_with('.')

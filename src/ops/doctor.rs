@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, LlmSettings};
+use crate::config::{Config, EmbeddingSettings, LlmSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -143,44 +143,184 @@ pub fn check_disk(config: &Config, out: &mut Vec<Finding>) {
     }
 }
 
-/// The model files the knowledge service needs (`models/MANIFEST`, placed by install.sh).
-pub fn check_models(out: &mut Vec<Finding>) {
-    // Where install.sh puts them (beside the binary), or a checkout's models/.
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            candidates.push(dir.join("models"));
+/// Files a local model needs beside `model.onnx` (see `knowledge::embedder`).
+const MODEL_SIDE_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "config.json",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+];
+
+/// The local embedding model and ONNX Runtime in the configured `models_dir` (install.sh puts them
+/// in /opt/wacrm/models, the unit's WACRM_MODELS_DIR): present, matching their MANIFEST, and
+/// loading as the service would load them.
+pub async fn check_models(config: &Config, out: &mut Vec<Finding>) {
+    let model_id = match &config.embeddings {
+        EmbeddingSettings::Local { model, .. } => model.clone(),
+        EmbeddingSettings::Openai { base_url, .. } => {
+            push(
+                out,
+                Level::Ok,
+                "models",
+                format!("embeddings come from {base_url}: no local model needed"),
+            );
+            return;
+        }
+    };
+    let dir = std::path::absolute(&config.models_dir).unwrap_or_else(|_| config.models_dir.clone());
+    let fix = format!(
+        "run scripts/fetch-models.sh {} (or install.sh again), or point models_dir (WACRM_MODELS_DIR) at the models",
+        dir.display()
+    );
+    let mut missing = Vec::new();
+    match crate::knowledge::embedder::ORT_LIBRARY_NAMES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
+    {
+        Some(lib) => push(
+            out,
+            Level::Ok,
+            "onnx_runtime",
+            format!("{} is there", lib.display()),
+        ),
+        None => {
+            let lib = dir.join(crate::knowledge::embedder::ORT_LIBRARY_NAMES[0]);
+            push(
+                out,
+                Level::Fail,
+                "onnx_runtime",
+                format!(
+                    "{} is missing (the ONNX Runtime library the local model runs on): {fix}",
+                    lib.display()
+                ),
+            );
+            missing.push(lib);
         }
     }
-    candidates.push(PathBuf::from("models"));
-    match candidates.iter().find(|d| d.join("MANIFEST").is_file()) {
-        Some(dir) => {
-            let manifest = std::fs::read_to_string(dir.join("MANIFEST")).unwrap_or_default();
-            // Lines are `sha256  path` (sha256sum's format); `#` lines are comments.
-            let mut bad = Vec::new();
-            for line in manifest.lines().filter(|l| !l.trim_start().starts_with('#')) {
-                let mut parts = line.split_whitespace();
-                let (Some(hash), Some(name)) = (parts.next(), parts.next()) else {
-                    continue;
-                };
-                match std::fs::read(dir.join(name)) {
-                    Ok(bytes) => {
-                        use sha2::Digest;
-                        if hex::encode(sha2::Sha256::digest(&bytes)) != hash {
-                            bad.push(format!("{name} (damaged)"));
-                        }
-                    }
-                    Err(_) => bad.push(format!("{name} (missing)")),
-                }
-            }
-            if bad.is_empty() {
-                push(out, Level::Ok, "models", format!("{} matches its MANIFEST", dir.display()));
-            } else {
-                push(out, Level::Fail, "models", format!("{}: {}; run scripts/fetch-models.sh {}", dir.display(), bad.join(", "), dir.display()));
-            }
-        }
-        None => push(out, Level::Warn, "models", "no models/MANIFEST found (beside the binary or in ./models): the local embedding model is missing; run scripts/fetch-models.sh"),
+    let model_dir = dir.join(&model_id);
+    if !model_dir.join("model.onnx").is_file()
+        && !model_dir.join("onnx").join("model.onnx").is_file()
+    {
+        missing.push(model_dir.join("model.onnx"));
     }
+    missing.extend(
+        MODEL_SIDE_FILES
+            .iter()
+            .map(|f| model_dir.join(f))
+            .filter(|p| !p.is_file()),
+    );
+    let model_files: Vec<&PathBuf> = missing
+        .iter()
+        .filter(|p| p.starts_with(&model_dir))
+        .collect();
+    if !model_files.is_empty() {
+        let names: Vec<String> = model_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        push(
+            out,
+            Level::Fail,
+            "models",
+            format!(
+                "embedding model {model_id} incomplete, missing: {}; {fix}",
+                names.join(", ")
+            ),
+        );
+    }
+    if !missing.is_empty() {
+        return;
+    }
+    let damaged = match std::fs::read_to_string(dir.join("MANIFEST")) {
+        Ok(manifest) => {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || damaged_files(&dir, &manifest))
+                .await
+                .unwrap_or_default()
+        }
+        Err(_) => {
+            push(
+                out,
+                Level::Warn,
+                "models",
+                format!(
+                    "{} has no MANIFEST: the files cannot be checked against their hashes",
+                    dir.display()
+                ),
+            );
+            Vec::new()
+        }
+    };
+    if !damaged.is_empty() {
+        push(
+            out,
+            Level::Fail,
+            "models",
+            format!(
+                "{}: {} do not match the MANIFEST; {fix}",
+                dir.display(),
+                damaged.join(", ")
+            ),
+        );
+        return;
+    }
+    // The files are all there: load the model and embed a sentence, as the service will.
+    let (load_dir, id) = (dir.clone(), model_id.clone());
+    let loaded = tokio::task::spawn_blocking(move || {
+        let settings = crate::knowledge::embedder::EmbedderConfig {
+            model_id: id,
+            intra_threads: Some(1),
+            ..Default::default()
+        };
+        let model = crate::knowledge::embedder::LocalEmbedder::load_with(&load_dir, &settings)?;
+        model.embed_query("wacrm doctor").map(|v| v.len())
+    })
+    .await;
+    match loaded {
+        Ok(Ok(dimension)) => push(
+            out,
+            Level::Ok,
+            "models",
+            format!(
+                "{model_id} in {} loads and embeds ({dimension} dimensions)",
+                dir.display()
+            ),
+        ),
+        Ok(Err(e)) => push(
+            out,
+            Level::Fail,
+            "models",
+            format!("{model_id} in {} does not load: {e}", dir.display()),
+        ),
+        Err(e) => push(
+            out,
+            Level::Fail,
+            "models",
+            format!("{model_id} in {} crashed while loading: {e}", dir.display()),
+        ),
+    }
+}
+
+/// MANIFEST lines are `sha256  path` (sha256sum's format); `#` lines are comments.
+fn damaged_files(dir: &Path, manifest: &str) -> Vec<String> {
+    use sha2::Digest;
+    let mut bad = Vec::new();
+    for line in manifest
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+    {
+        let mut parts = line.split_whitespace();
+        let (Some(hash), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        match std::fs::read(dir.join(name)) {
+            Ok(bytes) if hex::encode(sha2::Sha256::digest(&bytes)) == hash => {}
+            Ok(_) => bad.push(format!("{name} (damaged)")),
+            Err(_) => bad.push(format!("{name} (missing)")),
+        }
+    }
+    bad
 }
 
 pub fn check_tls(config: &Config, out: &mut Vec<Finding>) {
@@ -354,7 +494,7 @@ pub async fn diagnose(config_file: Option<&Path>, data_dir: Option<PathBuf>) -> 
     }
     check_data_dir(&config, &mut out);
     check_disk(&config, &mut out);
-    check_models(&mut out);
+    check_models(&config, &mut out).await;
     check_tls(&config, &mut out);
     check_remote(&config, &mut out).await;
     out

@@ -32,6 +32,10 @@ pub struct DashboardState {
     pub search: Arc<search::SearchIndex>,
 }
 
+/// The dashboard's search indexes under the data directory (derived from the database: backups
+/// leave them out and the service rebuilds them on start).
+pub const SEARCH_DIR: &str = "search";
+
 impl DashboardState {
     /// Starts the live hub and the search indexer. They run until `stop` turns true.
     pub fn start(
@@ -42,7 +46,7 @@ impl DashboardState {
     ) -> Result<(Self, Vec<tokio::task::JoinHandle<()>>), search::SearchError> {
         let hub = Arc::new(live::LiveHub::new(store.clone()));
         let search = Arc::new(search::SearchIndex::open_or_rebuild(
-            &data_dir.join("search").join("conversations"),
+            &data_dir.join(SEARCH_DIR).join("conversations"),
         )?);
         let tasks = vec![
             tokio::spawn(hub.clone().run(bus.clone(), stop.clone())),
