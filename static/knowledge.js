@@ -35,6 +35,21 @@
     return true;
   }
 
+  // A base's summary, counted from its rows.
+  function summarize() {
+    Array.prototype.forEach.call(document.querySelectorAll("article.kb"), function (kb) {
+      var count = function (css) { return kb.querySelectorAll(css).length; };
+      var chunks = 0;
+      Array.prototype.forEach.call(kb.querySelectorAll(".doc-chunks"), function (c) {
+        chunks += parseInt(c.textContent, 10) || 0;
+      });
+      var set = function (css, v) { var e = kb.querySelector(css); if (e) e.textContent = String(v); };
+      set(".kb-ready", count("tr.doc-ready"));
+      set(".kb-failed", count("tr.doc-failed"));
+      set(".kb-chunks", chunks);
+    });
+  }
+
   function poll() {
     state.polls++;
     fetch("/dash/admin/knowledge/progress?after=" + encodeURIComponent(version), {
@@ -46,6 +61,7 @@
         version = String(body.version);
         var unknown = false;
         body.documents.forEach(function (d) { if (!apply(d)) unknown = true; });
+        summarize();
         if (unknown) document.getElementById("kb-changed").hidden = false;
         if (unsettled()) poll();
       })

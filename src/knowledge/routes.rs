@@ -172,9 +172,14 @@ async fn create_kb(
     body: Result<Json<NewKb>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KnowledgeBase>), ApiError> {
     let Json(new) = body?;
-    let kb =
-        actions::create_base(&state.knowledge, ctx.id(), &new.name, new.outlets, ctx.actor())
-            .await?;
+    let kb = actions::create_base(
+        &state.knowledge,
+        ctx.id(),
+        &new.name,
+        new.outlets,
+        ctx.actor(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(kb)))
 }
 
@@ -379,8 +384,7 @@ async fn replace_document(
     }
     let f = files.remove(0);
     disk_allows(&state, f.bytes.len() as u64)?;
-    let document =
-        actions::replace_document(&state.knowledge, tenant, doc, f, ctx.actor()).await?;
+    let document = actions::replace_document(&state.knowledge, tenant, doc, f, ctx.actor()).await?;
     Ok((StatusCode::ACCEPTED, Json(document)))
 }
 

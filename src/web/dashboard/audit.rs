@@ -56,7 +56,9 @@ pub fn stamp(ms: i64, tz: &str) -> String {
         return String::new();
     };
     let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
-    ts.to_zoned(zone).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
+    ts.to_zoned(zone)
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }
 
 const PAGE_SIZE: usize = 50;
@@ -148,16 +150,21 @@ async fn page(
         // One more than shown: whether there is an older page.
         limit: (page + 1) * PAGE_SIZE + 1,
     };
-    let (entries, zones): (Vec<AuditEntry>, Vec<(crate::storage::TenantId, (String, String))>) =
-        if viewer.operator {
-            let tenants = crate::tenants::list_tenants(&state.store)?
-                .into_iter()
-                .map(|t| (t.id, (t.slug, t.time_zone)))
-                .collect();
-            (audit::list_all(&state.store, &q)?, tenants)
-        } else {
-            (audit::list_tenant(&state.store, viewer.tenant, &q)?, Vec::new())
-        };
+    let (entries, zones): (
+        Vec<AuditEntry>,
+        Vec<(crate::storage::TenantId, (String, String))>,
+    ) = if viewer.operator {
+        let tenants = crate::tenants::list_tenants(&state.store)?
+            .into_iter()
+            .map(|t| (t.id, (t.slug, t.time_zone)))
+            .collect();
+        (audit::list_all(&state.store, &q)?, tenants)
+    } else {
+        (
+            audit::list_tenant(&state.store, viewer.tenant, &q)?,
+            Vec::new(),
+        )
+    };
     let more = entries.len() > (page + 1) * PAGE_SIZE;
     let entries = entries
         .into_iter()

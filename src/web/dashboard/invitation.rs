@@ -19,9 +19,11 @@ use crate::people::signin;
 use crate::web::{Access, Api, AppState};
 
 pub fn api() -> Api {
-    Api::new()
-        .get("/invitations", Access::Public, form)
-        .post("/invitations", Access::Public, accept)
+    Api::new().get("/invitations", Access::Public, form).post(
+        "/invitations",
+        Access::Public,
+        accept,
+    )
 }
 
 #[derive(Template)]

@@ -47,7 +47,11 @@ pub fn api() -> Api {
             post(upload).layer(DefaultBodyLimit::disable()),
         )
         .post("/dash/admin/knowledge/url", Page, add_url)
-        .post("/dash/admin/knowledge/documents/delete", Page, delete_document)
+        .post(
+            "/dash/admin/knowledge/documents/delete",
+            Page,
+            delete_document,
+        )
         .get("/static/knowledge.js", Public, script)
 }
 
@@ -55,7 +59,10 @@ pub fn api() -> Api {
 #[derive(Serialize)]
 pub struct DocView {
     pub id: String,
+    /// File name, or the page's address.
     pub name: String,
+    /// The title found in it, when it says more than the name.
+    pub title: Option<String>,
     /// The page's address, for documents added by URL.
     pub url: Option<String>,
     pub size: String,
@@ -100,10 +107,13 @@ fn doc_view(d: Document, tz: &str) -> DocView {
             DocumentSource::Url { url } => Some(url.clone()),
             DocumentSource::Upload => None,
         },
-        name: match &d.title {
-            Some(t) if !t.trim().is_empty() && t != &d.name => format!("{} ({})", d.name, t.trim()),
-            _ => d.name.clone(),
-        },
+        title: d
+            .title
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != d.name)
+            .map(str::to_string),
+        name: d.name.clone(),
         size: bytes_label(d.size_bytes),
         status,
         label,
@@ -212,7 +222,11 @@ async fn search_view(
         outlet,
         kb,
         query: query.to_string(),
-        limit: if show_all { 20 } else { config.top_k.clamp(1, 50) },
+        limit: if show_all {
+            20
+        } else {
+            config.top_k.clamp(1, 50)
+        },
         min_score: Some(if show_all { 0.0 } else { config.min_score }),
     };
     let outcome = state
@@ -221,7 +235,10 @@ async fn search_view(
         .await
         .map_err(crate::web::ApiError::from)?;
     let fmt = |v: Option<f32>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "—".into());
-    let rank = |v: Option<usize>| v.map(|x| format!("#{}", x + 1)).unwrap_or_else(|| "—".into());
+    let rank = |v: Option<usize>| {
+        v.map(|x| format!("#{}", x + 1))
+            .unwrap_or_else(|| "—".into())
+    };
     view.searched = true;
     view.query = query.to_string();
     view.dense_unavailable = outcome.dense_unavailable;
@@ -331,7 +348,11 @@ async fn render(
         "Every base that outlet uses".to_string(),
         p.kb.is_empty(),
     )];
-    kb_options.extend(bases.iter().map(|b| (b.id.clone(), b.name.clone(), b.id == p.kb)));
+    kb_options.extend(
+        bases
+            .iter()
+            .map(|b| (b.id.clone(), b.name.clone(), b.id == p.kb)),
+    );
     let status = match flash {
         Some((status, message)) => {
             nav.flash = Some(message);
@@ -431,8 +452,14 @@ async fn create_base(
     viewer.check_csrf(f.get("csrf"))?;
     viewer.require_admin()?;
     let outlets = f.outlets(&state, viewer.tenant)?;
-    let done =
-        actions::create_base(&state.knowledge, viewer.tenant, f.get("name"), outlets, actor).await;
+    let done = actions::create_base(
+        &state.knowledge,
+        viewer.tenant,
+        f.get("name"),
+        outlets,
+        actor,
+    )
+    .await;
     let anchor = match &done {
         Ok(kb) => format!("#kb-{}", kb.id),
         Err(_) => String::new(),
@@ -505,8 +532,13 @@ async fn upload(
     }
     let total: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
     if let Err(e) = state.ops.disk.allow_upload(total) {
-        return upload_refused(&state, &viewer, StatusCode::INSUFFICIENT_STORAGE, e.to_string())
-            .await;
+        return upload_refused(
+            &state,
+            &viewer,
+            StatusCode::INSUFFICIENT_STORAGE,
+            e.to_string(),
+        )
+        .await;
     }
     let outcome = match actions::add_files(&state.knowledge, viewer.tenant, kb, files).await {
         Ok(o) => o,
@@ -562,10 +594,18 @@ async fn add_url(
     viewer.require_admin()?;
     let kb: KnowledgeBaseId = id_field("kb", &f.kb)?;
     if let Err(e) = state.ops.disk.allow_upload(0) {
-        return upload_refused(&state, &viewer, StatusCode::INSUFFICIENT_STORAGE, e.to_string())
-            .await;
+        return upload_refused(
+            &state,
+            &viewer,
+            StatusCode::INSUFFICIENT_STORAGE,
+            e.to_string(),
+        )
+        .await;
     }
-    let done = state.knowledge.add_url(viewer.tenant, kb, f.url.trim()).await;
+    let done = state
+        .knowledge
+        .add_url(viewer.tenant, kb, f.url.trim())
+        .await;
     after(&state, &viewer, done, &format!("#kb-{kb}")).await
 }
 
@@ -597,14 +637,14 @@ mod tests {
             (Embedding, 99),
             (Ready, 100),
         ];
-        let percents: Vec<u8> = steps
-            .iter()
-            .map(|(s, p)| overall_percent(*s, *p))
-            .collect();
+        let percents: Vec<u8> = steps.iter().map(|(s, p)| overall_percent(*s, *p)).collect();
         assert!(percents.windows(2).all(|w| w[0] <= w[1]), "{percents:?}");
         assert_eq!(percents[0], 0);
         assert!(percents[5] < 100, "not done until ready: {percents:?}");
         assert_eq!(*percents.last().unwrap(), 100);
-        assert_eq!(overall_percent(Embedding, 255), overall_percent(Embedding, 100));
+        assert_eq!(
+            overall_percent(Embedding, 255),
+            overall_percent(Embedding, 100)
+        );
     }
 }
