@@ -2,6 +2,8 @@
 //! and who a dashboard action is recorded as (`Acting`): the same actor the JSON API records for
 //! that person.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
@@ -13,6 +15,7 @@ use super::pages::{enc, html, Nav};
 use super::session::Viewer;
 use super::DashError;
 use crate::people::audit::{self, Actor, AuditEntry, AuditQuery};
+use crate::storage::TenantId;
 use crate::web::auth::{Authorized, Principal};
 use crate::web::{Access, Api, AppState};
 
@@ -150,20 +153,15 @@ async fn page(
         // One more than shown: whether there is an older page.
         limit: (page + 1) * PAGE_SIZE + 1,
     };
-    let (entries, zones): (
-        Vec<AuditEntry>,
-        Vec<(crate::storage::TenantId, (String, String))>,
-    ) = if viewer.operator {
-        let tenants = crate::tenants::list_tenants(&state.store)?
-            .into_iter()
-            .map(|t| (t.id, (t.slug, t.time_zone)))
-            .collect();
-        (audit::list_all(&state.store, &q)?, tenants)
+    // The operator's view names each entry's tenant and shows it in that tenant's zone.
+    let mut zones: HashMap<TenantId, (String, String)> = HashMap::new();
+    let entries: Vec<AuditEntry> = if viewer.operator {
+        for t in crate::tenants::list_tenants(&state.store)? {
+            zones.insert(t.id, (t.slug, t.time_zone));
+        }
+        audit::list_all(&state.store, &q)?
     } else {
-        (
-            audit::list_tenant(&state.store, viewer.tenant, &q)?,
-            Vec::new(),
-        )
+        audit::list_tenant(&state.store, viewer.tenant, &q)?
     };
     let more = entries.len() > (page + 1) * PAGE_SIZE;
     let entries = entries
@@ -176,9 +174,8 @@ async fn page(
                 (false, _) => (String::new(), viewer.time_zone.clone()),
                 (true, None) => ("—".to_string(), "UTC".to_string()),
                 (true, Some(t)) => zones
-                    .iter()
-                    .find(|(id, _)| *id == t)
-                    .map(|(_, (slug, tz))| (slug.clone(), tz.clone()))
+                    .get(&t)
+                    .cloned()
                     .unwrap_or_else(|| (t.to_string(), "UTC".into())),
             };
             EntryView {
