@@ -529,9 +529,7 @@ async fn browser_suite() {
     viewers_read_but_cannot_act(&b).await;
     closed_window_offers_templates_and_colleagues_are_visible(&b).await;
     admin_pages_and_the_simulator(&b).await;
-    // TODO(kb-index): "a document upload goes to ready with visible progress" needs the knowledge
-    // API (POST /api/v1/tenants/{t}/kb/...), which is not on main yet; the Knowledge page is a
-    // placeholder until then.
+    a_document_upload_goes_to_ready_live_and_the_search_tester_finds_it(&b).await;
     println!(
         "browser suite: {:.1} s; screenshots in {}",
         started.elapsed().as_secs_f64(),
@@ -910,9 +908,14 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
     )
     .await;
 
-    b.goto(&format!("{}/dash/admin/knowledge", app.url)).await;
-    b.wait_text("#placeholder", "Coming with").await;
-    b.screenshot("11-knowledge-placeholder").await;
+    b.goto(&format!("{}/dash/admin/users", app.url)).await;
+    b.fill("#invite-email", "budi@acme.test").await;
+    b.submit("#invite-send").await;
+    b.wait_text("#invitation-link", "works until").await;
+    b.screenshot("11-users").await;
+    b.goto(&format!("{}/dash/admin/audit", app.url)).await;
+    b.wait_text("#audit", "user.invited").await;
+    b.screenshot("11-audit-log").await;
 
     // Plan and usage: the assistant's replies so far (the simulator's one) count against the
     // plan's quota.
@@ -940,6 +943,107 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
     b.delete_cookies().await;
     b.goto(&format!("{}/dash/signin", app.url)).await;
     b.screenshot("00-signin").await;
+}
+
+async fn a_document_upload_goes_to_ready_live_and_the_search_tester_finds_it(b: &Browser) {
+    let app = TestApp::start(Options::quiet()).await;
+    app.create_tenant("acme").await;
+    // Loaded once per process (seconds in a debug build): not part of the time measured below.
+    let model_started = Instant::now();
+    app.knowledge().embeddings().warm_up().await.unwrap();
+    report_latency(&format!(
+        "embedding model ready in {:.1} s",
+        model_started.elapsed().as_secs_f64()
+    ));
+    browser_sign_in(b, &app, "acme", "admin", "Ana").await;
+    b.goto(&format!("{}/dash/admin/knowledge", app.url)).await;
+    b.fill("#kb-name", "Cafe FAQ").await;
+    b.submit("#kb-create").await;
+    b.wait_text(".kb h2", "Cafe FAQ").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let faq = dir.path().join("cafe-faq.md");
+    std::fs::write(&faq, COFFEE_FAQ).unwrap();
+    let broken = dir.path().join("broken.pdf");
+    std::fs::write(&broken, broken_pdf()).unwrap();
+    b.choose_files(".kb-files", &[&faq, &broken]).await;
+    let started = now_ms();
+    b.submit(".kb-upload").await;
+    // From here the page is never reloaded: a marker set now must still be there at the end.
+    // Every status a row shows is noted as it changes.
+    b.js(
+        "window.__sameKnowledgePage = true; window.__seen = {};\
+         function note() { document.querySelectorAll('tr[data-doc]').forEach(function (r) {\
+           var name = r.querySelector('.doc-name').innerText, label = r.querySelector('.doc-status').innerText;\
+           var seen = window.__seen[name] = window.__seen[name] || [];\
+           if (seen[seen.length - 1] !== label) seen.push(label); }); }\
+         note(); new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});",
+        json!([]),
+    )
+    .await;
+    let ready = b
+        .wait_until(
+            "window.__sameKnowledgePage && Array.from(document.querySelectorAll('tr[data-doc]')).some(function (r) {\
+               return r.innerText.indexOf('cafe-faq.md') >= 0 && r.querySelector('.doc-status').innerText === 'Ready'; })",
+        )
+        .await;
+    let failed = b
+        .wait_until(
+            "window.__sameKnowledgePage && Array.from(document.querySelectorAll('tr[data-doc]')).some(function (r) {\
+               return r.innerText.indexOf('broken.pdf') >= 0 && r.querySelector('.doc-status').innerText === 'Failed'\
+                 && !r.querySelector('.doc-failure').hidden && r.querySelector('.doc-failure').innerText.length > 0; })",
+        )
+        .await;
+    let seen = b.js("return window.__seen;", json!([])).await;
+    let polls = b
+        .js(
+            "return window.wacrmKnowledge && window.wacrmKnowledge.polls;",
+            json!([]),
+        )
+        .await;
+    report_latency(&format!(
+        "upload -> ready on the knowledge page, live: {:.0} ms (failed shown at {:.0} ms; statuses seen {seen}; {polls} polls)",
+        ready - started,
+        failed - started
+    ));
+    let reason = b
+        .js(
+            "return Array.from(document.querySelectorAll('tr[data-doc]')).filter(function (r) {\
+               return r.innerText.indexOf('broken.pdf') >= 0; })[0].querySelector('.doc-failure').innerText;",
+            json!([]),
+        )
+        .await;
+    let stored = app.get("/api/v1/tenants/acme/knowledge-bases").await;
+    let kb = stored[0]["id"].as_str().unwrap();
+    let docs = app
+        .get(&format!(
+            "/api/v1/tenants/acme/knowledge-bases/{kb}/documents"
+        ))
+        .await;
+    let broken_doc = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "broken.pdf")
+        .unwrap();
+    assert_eq!(
+        reason, broken_doc["failure"]["reason"],
+        "the stored reason, shown"
+    );
+    assert!(
+        b.js("return document.querySelector('tr.doc-ready [role=progressbar]').getAttribute('aria-valuenow');", json!([]))
+            .await
+            == json!("100")
+    );
+    b.screenshot("14-knowledge").await;
+
+    // The search tester finds the document's text, with where it came from and its score.
+    b.fill("#kb-question", "Is delivery free?").await;
+    b.submit("#kb-search").await;
+    b.wait_text("#hits .hit-text", "Delivery is free for orders above")
+        .await;
+    assert!(b.text("#hits .hit").await.contains("cafe-faq.md"));
+    b.screenshot("15-knowledge-search").await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1227,4 +1331,667 @@ async fn people_with_accounts_sign_in_with_their_password_and_act_by_their_role(
         .await
         .unwrap();
     assert_eq!(after.headers()["location"], "/dash/signin");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin pages: knowledge, users and roles, the audit log (over plain HTTP).
+
+const COFFEE_FAQ: &str = "# Kopi Nusantara FAQ
+
+## Opening hours
+
+Our cafe is open Monday to Saturday from 8 am to 10 pm. On Sundays we open at 9 am and close at 6 pm.
+
+## Delivery
+
+We deliver within Bandung city. Delivery is free for orders above 100000 rupiah; smaller orders pay a flat fee of 15000 rupiah.
+";
+
+/// A PDF by its first bytes, and nothing but noise after them.
+fn broken_pdf() -> Vec<u8> {
+    let mut bytes = b"%PDF-1.7\n".to_vec();
+    bytes.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    bytes
+}
+
+/// POSTs a form as `cookie` (None: signed out); returns the status and the body.
+async fn form_post(
+    app: &TestApp,
+    cookie: Option<&str>,
+    path: &str,
+    fields: &[(&str, String)],
+) -> (u16, String) {
+    let mut req = no_redirects()
+        .post(format!("{}{}", app.url, path))
+        .form(fields);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// Uploads files through the knowledge page's form.
+async fn page_upload(
+    app: &TestApp,
+    who: &Http,
+    csrf: &str,
+    kb: &str,
+    files: &[(&str, Vec<u8>)],
+) -> (u16, String) {
+    let mut form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.to_string())
+        .text("kb", kb.to_string());
+    for (name, bytes) in files {
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
+        );
+    }
+    let resp = no_redirects()
+        .post(format!("{}/dash/admin/knowledge/upload", app.url))
+        .header("cookie", &who.cookie)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+async fn status_of(app: &TestApp, who: &Http, path: &str) -> u16 {
+    no_redirects()
+        .get(format!("{}{}", app.url, path))
+        .header("cookie", &who.cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Text as askama escapes it into a page.
+fn escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+fn ids_of(docs: &Value) -> Vec<String> {
+    docs.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn admin_forms_are_for_admins_and_need_the_csrf_token() {
+    let app = TestApp::start(Options::quiet()).await;
+    app.create_tenant("acme").await;
+    let kb = app.create_kb("acme", "faq", &[]).await;
+    let admin = sign_in(&app, "acme", "admin", "Ana", "").await;
+    let agent = sign_in(&app, "acme", "agent", "Agus", "").await;
+    let viewer = sign_in(&app, "acme", "viewer", "Vic", "").await;
+
+    // Everyone of the tenant reads the knowledge page; only admins are offered its forms.
+    let seen = page(&app, &viewer, "/dash/admin/knowledge").await;
+    assert!(seen.contains("faq") && seen.contains("id=\"read-only\""));
+    assert!(!seen.contains("/dash/admin/knowledge/upload") && !seen.contains("kb-delete"));
+    let seen = page(&app, &admin, "/dash/admin/knowledge").await;
+    assert!(seen.contains("/dash/admin/knowledge/upload") && seen.contains("kb-delete"));
+    // People and the audit log are admins' pages.
+    for who in [&agent, &viewer] {
+        for path in ["/dash/admin/users", "/dash/admin/audit"] {
+            assert_eq!(status_of(&app, who, path).await, 403, "{path}");
+        }
+    }
+
+    let someone = "0190a0a0-0000-7000-8000-000000000000".to_string();
+    let forms: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "/dash/admin/knowledge/bases",
+            vec![("name", "second".into())],
+        ),
+        (
+            "/dash/admin/knowledge/bases/delete",
+            vec![("kb", kb.clone())],
+        ),
+        (
+            "/dash/admin/knowledge/url",
+            vec![("kb", kb.clone()), ("url", "https://example.com/".into())],
+        ),
+        (
+            "/dash/admin/knowledge/documents/delete",
+            vec![("doc", someone.clone())],
+        ),
+        (
+            "/dash/admin/users/invite",
+            vec![("email", "new@acme.test".into()), ("role", "admin".into())],
+        ),
+        (
+            "/dash/admin/users/change",
+            vec![("user", someone.clone()), ("role", "admin".into())],
+        ),
+        (
+            "/dash/admin/users/status",
+            vec![("user", someone.clone()), ("disabled", "true".into())],
+        ),
+        (
+            "/dash/admin/users/revoke",
+            vec![("invitation", someone.clone())],
+        ),
+    ];
+    for (path, fields) in &forms {
+        let with = |csrf: &str| {
+            let mut f = fields.clone();
+            f.push(("csrf", csrf.to_string()));
+            f
+        };
+        for (who, name) in [(&agent, "agent"), (&viewer, "viewer")] {
+            let (status, body) = form_post(&app, Some(&who.cookie), path, &with(&who.csrf)).await;
+            assert_eq!(status, 403, "{path} as {name}");
+            assert!(body.contains("for admins"), "{path} as {name}: {body}");
+        }
+        let (status, body) = form_post(&app, Some(&admin.cookie), path, &with("forged")).await;
+        assert_eq!(status, 403, "{path} with a forged token");
+        assert!(body.contains("security token"), "{path}: {body}");
+        let (status, _) = form_post(&app, None, path, &with(&admin.csrf)).await;
+        assert_eq!(status, 303, "{path} signed out: to the sign-in page");
+    }
+    // The upload form, multipart, the same way.
+    let file = [("faq.md", COFFEE_FAQ.as_bytes().to_vec())];
+    assert_eq!(
+        page_upload(&app, &viewer, &viewer.csrf, &kb, &file).await.0,
+        403
+    );
+    assert_eq!(
+        page_upload(&app, &agent, &agent.csrf, &kb, &file).await.0,
+        403
+    );
+    assert_eq!(page_upload(&app, &admin, "", &kb, &file).await.0, 403);
+
+    // Nothing of it happened.
+    let bases = app.get("/api/v1/tenants/acme/knowledge-bases").await;
+    assert_eq!(bases.as_array().unwrap().len(), 1, "{bases}");
+    assert_eq!(bases[0]["documents"], 0, "{bases}");
+    let invitations = app.get("/api/v1/tenants/acme/invitations").await;
+    assert!(invitations.as_array().unwrap().is_empty(), "{invitations}");
+}
+
+#[tokio::test]
+async fn a_refused_knowledge_base_names_the_limit_and_the_plan() {
+    let app = TestApp::start(Options::quiet()).await;
+    app.create_tenant("acme").await;
+    let admin = sign_in(&app, "acme", "admin", "Ana", "").await;
+    let create = |name: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            form_post(
+                app,
+                Some(&admin.cookie),
+                "/dash/admin/knowledge/bases",
+                &[("csrf", admin.csrf.clone()), ("name", name.into())],
+            )
+            .await
+        }
+    };
+    let (status, _) = create("faq").await;
+    assert_eq!(status, 303);
+    // A second base is past the starter plan: the page says so, naming the limit and the plan.
+    let (status, body) = create("menu").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("knowledge base limit reached") && body.contains("Starter"),
+        "{body}"
+    );
+    assert!(
+        body.contains("class=\"flash\""),
+        "shown on the page: {body}"
+    );
+    assert!(
+        body.contains("id=\"new-base\""),
+        "the page itself, not a bare error"
+    );
+    // And the same name twice is refused for what it is.
+    let (status, body) = create("faq").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already exists"), "{body}");
+    let bases = app.get("/api/v1/tenants/acme/knowledge-bases").await;
+    assert_eq!(bases.as_array().unwrap().len(), 1, "{bases}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_uploaded_through_the_page_are_searched_and_deleting_removes_them() {
+    let app = TestApp::start(Options::quiet()).await;
+    app.create_tenant("acme").await;
+    let admin = sign_in(&app, "acme", "admin", "Ana", "").await;
+    let viewer = sign_in(&app, "acme", "viewer", "Vic", "").await;
+    let (status, _) = form_post(
+        &app,
+        Some(&admin.cookie),
+        "/dash/admin/knowledge/bases",
+        &[("csrf", admin.csrf.clone()), ("name", "faq".into())],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let kb = app.get("/api/v1/tenants/acme/knowledge-bases").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = page_upload(
+        &app,
+        &admin,
+        &admin.csrf,
+        &kb,
+        &[
+            ("faq.md", COFFEE_FAQ.as_bytes().to_vec()),
+            ("broken.pdf", broken_pdf()),
+            ("empty.txt", Vec::new()),
+        ],
+    )
+    .await;
+    // The empty file is refused on the spot, the others are stored.
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("Uploaded: faq.md, broken.pdf") && body.contains("empty.txt: file: is empty"),
+        "{body}"
+    );
+    let docs = app
+        .get(&format!(
+            "/api/v1/tenants/acme/knowledge-bases/{kb}/documents"
+        ))
+        .await;
+    let docs = app.wait_documents("acme", &ids_of(&docs)).await;
+    let faq = docs.iter().find(|d| d["name"] == "faq.md").unwrap();
+    let broken = docs.iter().find(|d| d["name"] == "broken.pdf").unwrap();
+    assert_eq!(faq["status"], "ready", "{faq}");
+    assert_eq!(broken["status"], "failed", "{broken}");
+    let reason = broken["failure"]["reason"].as_str().unwrap();
+
+    // The page shows each one's state; the failure with its reason.
+    let seen = page(&app, &viewer, "/dash/admin/knowledge").await;
+    assert!(seen.contains("doc doc-ready") && seen.contains("doc doc-failed"));
+    assert!(seen.contains(&escaped(reason)), "{reason} in {seen}");
+    // The progress the page polls says the same, to any reader of the tenant.
+    let http = no_redirects();
+    let progress: Value = http
+        .get(format!("{}/dash/admin/knowledge/progress", app.url))
+        .header("cookie", &viewer.cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = progress["documents"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{progress}");
+    let row = |name: &str| listed.iter().find(|d| d["name"] == name).unwrap().clone();
+    assert_eq!(
+        (
+            row("faq.md")["label"].clone(),
+            row("faq.md")["percent"].clone()
+        ),
+        (json!("Ready"), json!(100))
+    );
+    assert_eq!(row("broken.pdf")["failure"], json!(reason));
+    // Asked for changes after the current version, it answers (after its short wait) anyway.
+    let version = progress["version"].as_u64().unwrap();
+    let again: Value = http
+        .get(format!(
+            "{}/dash/admin/knowledge/progress?after={version}",
+            app.url
+        ))
+        .header("cookie", &viewer.cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["documents"].as_array().unwrap().len(), 2);
+
+    // The search tester runs the assistant's search: passages, where they come from, scores.
+    let question = "/dash/admin/knowledge?q=Is+delivery+free%3F";
+    let found = page(&app, &viewer, question).await;
+    assert!(
+        found.contains("Delivery is free for orders above"),
+        "{found}"
+    );
+    assert!(found.contains("Kopi Nusantara FAQ › Delivery"), "{found}");
+    assert!(found.contains("class=\"hit-score\""), "{found}");
+
+    // Deleting the document takes it out of the answers at once.
+    let faq_id = faq["id"].as_str().unwrap().to_string();
+    let (status, _) = form_post(
+        &app,
+        Some(&admin.cookie),
+        "/dash/admin/knowledge/documents/delete",
+        &[("csrf", admin.csrf.clone()), ("doc", faq_id)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let found = page(&app, &viewer, &format!("{question}&all=1")).await;
+    assert!(!found.contains("Delivery is free"), "{found}");
+    assert!(found.contains("id=\"no-hits\""), "{found}");
+    // Recorded as the JSON API records it, naming who did it.
+    let audit = page(&app, &admin, "/dash/admin/audit?action=document.").await;
+    assert!(audit.contains("document.deleted"), "{audit}");
+    assert!(audit.contains("&#34;faq.md&#34;"), "{audit}");
+    assert!(audit.contains("operator token (dashboard: Ana)"), "{audit}");
+
+    // Deleting the base empties the page.
+    let (status, _) = form_post(
+        &app,
+        Some(&admin.cookie),
+        "/dash/admin/knowledge/bases/delete",
+        &[("csrf", admin.csrf.clone()), ("kb", kb)],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert!(page(&app, &viewer, "/dash/admin/knowledge")
+        .await
+        .contains("No knowledge bases yet."));
+    let audit = page(&app, &admin, "/dash/admin/audit").await;
+    assert!(audit.contains("knowledge_base.deleted") && audit.contains("knowledge_base.created"));
+}
+
+/// Signs a person with an account in through the dashboard's password form.
+async fn sign_in_person(app: &TestApp, email: &str) -> Http {
+    let http = no_redirects();
+    let form = http
+        .get(format!("{}/dash/signin", app.url))
+        .send()
+        .await
+        .unwrap();
+    let signin = cookie_from(&form, "wacrm_signin").unwrap();
+    let csrf = csrf_in(&form.text().await.unwrap());
+    let resp = http
+        .post(format!("{}/dash/signin/password", app.url))
+        .header("cookie", format!("wacrm_signin={signin}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", support::people::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303, "{email} signs in");
+    let token = cookie_from(&resp, "__Host-wacrm_session").unwrap();
+    let cookie = format!("__Host-wacrm_session={token}");
+    let html = http
+        .get(format!("{}/dash/inbox", app.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Http {
+        csrf: csrf_in(&html),
+        cookie,
+    }
+}
+
+/// The row of the person with this email, as the users page shows it.
+fn person_row<'a>(html: &'a str, email: &str) -> &'a str {
+    let email_at = html
+        .find(&format!("<span class=\"hint\">{email}</span>"))
+        .unwrap_or_else(|| panic!("{email} listed"));
+    let at = html[..email_at].rfind("<tr").unwrap();
+    let end = html[at..].find("</tr>").unwrap();
+    &html[at..at + end]
+}
+
+#[tokio::test]
+async fn admins_invite_people_change_their_roles_and_read_the_audit_log() {
+    let app = TestApp::start(Options::quiet()).await;
+    app.create_tenant("acme").await;
+    app.create_tenant("other").await;
+    app.create_kb("other", "other's faq", &[]).await;
+    let north = app.create_outlet("acme", "North").await;
+    app.create_user("acme", "ana@acme.test", "admin", &[]).await;
+    let ana = sign_in_person(&app, "ana@acme.test").await;
+    let post = |path: &'static str, fields: Vec<(&'static str, String)>| {
+        let (app, ana) = (&app, &ana);
+        async move {
+            let mut f = fields;
+            f.push(("csrf", ana.csrf.clone()));
+            form_post(app, Some(&ana.cookie), path, &f).await
+        }
+    };
+
+    let users = page(&app, &ana, "/dash/admin/users").await;
+    let row = person_row(&users, "ana@acme.test");
+    assert!(row.contains("class=\"role\">admin<") && row.contains("All outlets"));
+    assert!(row.contains(">you<"), "{row}");
+    assert!(!row.contains("never"), "she has just signed in: {row}");
+
+    // An invitation: its link is shown once, with when it stops working.
+    let (status, body) = post(
+        "/dash/admin/users/invite",
+        vec![
+            ("email", "Budi@Acme.test".into()),
+            ("role", "agent".into()),
+            ("outlets", north.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("works until"), "{body}");
+    let link = body
+        .split("id=\"invitation-url\"")
+        .next()
+        .unwrap()
+        .rsplit("value=\"")
+        .next()
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(link.contains("/invitations#"), "{link}");
+    let token = link.split('#').nth(1).unwrap().to_string();
+    let users = page(&app, &ana, "/dash/admin/users").await;
+    assert!(!users.contains(&token), "the link is not shown again");
+    assert!(users.contains("budi@acme.test</td><td>agent</td><td>North</td>"));
+
+    // Budi follows the link, chooses a name and a password, and is signed in as an agent.
+    let http = no_redirects();
+    let form = http
+        .get(format!("{}/invitations", app.url))
+        .send()
+        .await
+        .unwrap();
+    let form_cookie = cookie_from(&form, "wacrm_signin").unwrap();
+    let form_csrf = csrf_in(&form.text().await.unwrap());
+    let accepted = http
+        .post(format!("{}/invitations", app.url))
+        .header("cookie", format!("wacrm_signin={form_cookie}"))
+        .form(&[
+            ("csrf", form_csrf.as_str()),
+            ("token", token.as_str()),
+            ("name", "Budi"),
+            ("password", support::people::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 303);
+    let budi_cookie = format!(
+        "__Host-wacrm_session={}",
+        cookie_from(&accepted, "__Host-wacrm_session").unwrap()
+    );
+    let budi = Http {
+        csrf: String::new(),
+        cookie: budi_cookie,
+    };
+    assert!(page(&app, &budi, "/dash/inbox")
+        .await
+        .contains("budi@acme.test · agent"));
+    assert_eq!(status_of(&app, &budi, "/dash/admin/users").await, 403);
+    let users = page(&app, &ana, "/dash/admin/users").await;
+    let budi_id = users
+        .split("id=\"user-")
+        .skip(1)
+        .find(|s| s.contains("budi@acme.test"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(person_row(&users, "budi@acme.test").contains("North"));
+
+    // A new role and all outlets.
+    let (status, _) = post(
+        "/dash/admin/users/change",
+        vec![("user", budi_id.clone()), ("role", "viewer".into())],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let users = page(&app, &ana, "/dash/admin/users").await;
+    let row = person_row(&users, "budi@acme.test");
+    assert!(
+        row.contains("class=\"role\">viewer<") && row.contains("All outlets"),
+        "{row}"
+    );
+
+    // The tenant's last admin cannot step down: the people service's rule holds here too.
+    let ana_id = users
+        .split("id=\"user-")
+        .skip(1)
+        .find(|s| s.contains("ana@acme.test"))
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, body) = post(
+        "/dash/admin/users/change",
+        vec![("user", ana_id.clone()), ("role", "agent".into())],
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("last active admin"), "{body}");
+    let (status, _) = post(
+        "/dash/admin/users/status",
+        vec![("user", ana_id), ("disabled", "true".into())],
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    // Disabling signs Budi out; enabling lets him sign in again.
+    let (status, _) = post(
+        "/dash/admin/users/status",
+        vec![("user", budi_id.clone()), ("disabled", "true".into())],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert!(person_row(
+        &page(&app, &ana, "/dash/admin/users").await,
+        "budi@acme.test"
+    )
+    .contains("class=\"status\"><span class=\"warn\">disabled"));
+    let out = no_redirects()
+        .get(format!("{}/dash/inbox", app.url))
+        .header("cookie", &budi.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.headers()["location"], "/dash/signin");
+    let (status, _) = post(
+        "/dash/admin/users/status",
+        vec![("user", budi_id.clone()), ("disabled", "false".into())],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert!(person_row(
+        &page(&app, &ana, "/dash/admin/users").await,
+        "budi@acme.test"
+    )
+    .contains("class=\"status\">active<"));
+
+    // An invitation revoked is gone.
+    let (status, _) = post(
+        "/dash/admin/users/invite",
+        vec![
+            ("email", "cici@acme.test".into()),
+            ("role", "viewer".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let invitation = app.get("/api/v1/tenants/acme/invitations").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = post("/dash/admin/users/revoke", vec![("invitation", invitation)]).await;
+    assert_eq!(status, 303);
+    assert!(!page(&app, &ana, "/dash/admin/users")
+        .await
+        .contains("cici@acme.test"));
+
+    // The audit log: newest first, who (Ana, from where), what, on which object.
+    let audit = page(&app, &ana, "/dash/admin/audit").await;
+    let actions: Vec<&str> = audit
+        .split("<td><code>")
+        .skip(1)
+        .filter_map(|s| s.split('<').next())
+        .collect();
+    let position = |a: &str| actions.iter().position(|x| *x == a);
+    assert!(position("user.invitation_revoked").is_some(), "{actions:?}");
+    assert!(
+        position("user.invitation_revoked") < position("user.invitation_accepted"),
+        "newest first: {actions:?}"
+    );
+    for a in [
+        "user.invited",
+        "user.invitation_accepted",
+        "user.role_changed",
+        "user.outlets_changed",
+        "user.disabled",
+        "user.enabled",
+        "auth.sign_in",
+    ] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    assert!(audit.contains("ana@acme.test <span class=\"hint\">(user)</span>"));
+    assert!(audit.contains("127.0.0.1"), "from where");
+    assert!(
+        !audit.contains("knowledge_base.created"),
+        "never another tenant's entries"
+    );
+    let filtered = page(&app, &ana, "/dash/admin/audit?action=user.role_changed").await;
+    assert_eq!(filtered.matches("class=\"audit-entry\"").count(), 1);
+
+    // Paging: 50 to a page, newest first.
+    for i in 0..50 {
+        let role = if i % 2 == 0 { "agent" } else { "viewer" };
+        app.call(
+            &app.operator(),
+            reqwest::Method::PATCH,
+            &format!("/api/v1/tenants/acme/users/{budi_id}"),
+            Some(json!({"role": role})),
+        )
+        .await;
+    }
+    let first = page(&app, &ana, "/dash/admin/audit?action=user.role_changed").await;
+    assert_eq!(first.matches("class=\"audit-entry\"").count(), 50);
+    assert!(first.contains("id=\"audit-older\"") && !first.contains("id=\"audit-newer\""));
+    let second = page(
+        &app,
+        &ana,
+        "/dash/admin/audit?action=user.role_changed&page=1",
+    )
+    .await;
+    assert_eq!(second.matches("class=\"audit-entry\"").count(), 1);
+    assert!(second.contains("id=\"audit-newer\"") && !second.contains("id=\"audit-older\""));
+
+    // The operator reads every tenant's log.
+    let operator = sign_in(&app, "acme", "admin", "Olga", "").await;
+    let all = page(&app, &operator, "/dash/admin/audit?action=knowledge_base.").await;
+    assert!(all.contains("knowledge_base.created") && all.contains("<td>other</td>"));
 }

@@ -11,6 +11,7 @@
 //! re-read from the tenant's rows before it is returned, so a stale or foreign index entry can
 //! never surface.
 
+pub mod actions;
 pub mod chunk;
 pub mod embedder;
 pub mod embeddings;

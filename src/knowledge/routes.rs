@@ -7,11 +7,11 @@ use axum::routing::{post, put, MethodRouter};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::actions::{self, Rejected};
 use super::index::SyncReport;
-use super::model::{Document, DocumentSource, KnowledgeBase, KnowledgeSettings, NoAnswerPolicy};
+use super::model::{Document, KnowledgeBase, KnowledgeSettings, NoAnswerPolicy};
 use super::retrieve::{Hit, SearchRequest};
 use super::KnowledgeError;
-use crate::people::audit::{self, AuditEntry};
 use crate::people::Role;
 use crate::storage::{DocumentId, KnowledgeBaseId, OutletId, TenantId};
 use crate::web::auth::TenantCtx;
@@ -56,11 +56,7 @@ impl ApiError {
 /// for admins; rebuilding every tenant's indexes is the operator's.
 pub fn api(config: &crate::config::KnowledgeConfig) -> Api {
     use Access::*;
-    // A multipart upload may carry several files, each up to the document limit.
-    let upload_limit = config
-        .max_document_bytes
-        .saturating_mul(4)
-        .saturating_add(1 << 20);
+    let upload_limit = actions::upload_body_limit(config);
     let uploads =
         |endpoint: MethodRouter<AppState>| endpoint.layer(DefaultBodyLimit::max(upload_limit));
     Api::new()
@@ -143,21 +139,6 @@ fn disk_allows(state: &AppState, bytes: u64) -> Result<(), ApiError> {
         .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.code(), e.to_string()))
 }
 
-/// Records a change in the tenant's audit log.
-async fn record(
-    state: &AppState,
-    ctx: &TenantCtx,
-    action: &'static str,
-    object: String,
-) -> Result<(), ApiError> {
-    audit::record_now(
-        &state.store,
-        AuditEntry::new(ctx.actor(), action, object).tenant(ctx.id()),
-    )
-    .await?;
-    Ok(())
-}
-
 /// A base by id or by name.
 fn kb_id(state: &AppState, tenant: TenantId, kb: &str) -> Result<KnowledgeBaseId, ApiError> {
     if let Ok(id) = kb.parse::<KnowledgeBaseId>() {
@@ -191,28 +172,12 @@ async fn create_kb(
     body: Result<Json<NewKb>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KnowledgeBase>), ApiError> {
     let Json(new) = body?;
-    let tenant = ctx.id();
-    if state
-        .knowledge
-        .list_kbs(tenant)?
-        .iter()
-        .any(|b| b.name == new.name.trim())
-    {
-        return Err(KnowledgeError::Conflict(format!(
-            "a knowledge base named {:?} already exists",
-            new.name.trim()
-        ))
-        .into());
-    }
-    let kb = state
-        .knowledge
-        .create_kb(tenant, &new.name, new.outlets)
-        .await?;
-    record(
-        &state,
-        &ctx,
-        "knowledge_base.created",
-        format!("knowledge base {:?} ({})", kb.name, kb.id),
+    let kb = actions::create_base(
+        &state.knowledge,
+        ctx.id(),
+        &new.name,
+        new.outlets,
+        ctx.actor(),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(kb)))
@@ -271,17 +236,8 @@ async fn delete_kb(
     Path((_, kb)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = ctx.id();
-    let kb = state
-        .knowledge
-        .get_kb(tenant, kb_id(&state, tenant, &kb)?)?;
-    state.knowledge.delete_kb(tenant, kb.id).await?;
-    record(
-        &state,
-        &ctx,
-        "knowledge_base.deleted",
-        format!("knowledge base {:?} ({})", kb.name, kb.id),
-    )
-    .await?;
+    let kb = kb_id(&state, tenant, &kb)?;
+    actions::delete_base(&state.knowledge, tenant, kb, ctx.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -311,46 +267,6 @@ struct UploadResult {
     rejected: Vec<Rejected>,
 }
 
-#[derive(Serialize)]
-struct Rejected {
-    filename: String,
-    code: &'static str,
-    reason: String,
-}
-
-/// One file part of a multipart body.
-struct Upload {
-    filename: String,
-    mime: Option<String>,
-    bytes: bytes::Bytes,
-}
-
-async fn read_files(mut multipart: Multipart) -> Result<Vec<Upload>, ApiError> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::new(e.status(), "invalid_input", e.body_text())
-    };
-    let mut files = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(bad)? {
-        let Some(filename) = field.file_name().map(str::to_string) else {
-            continue;
-        };
-        let mime = field.content_type().map(str::to_string);
-        let bytes = field.bytes().await.map_err(bad)?;
-        files.push(Upload {
-            filename,
-            mime,
-            bytes,
-        });
-    }
-    if files.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_input",
-            "send the documents as multipart/form-data file parts",
-        ));
-    }
-    Ok(files)
-}
-
 /// Accepts one or more files; each is stored and queued on its own, so one bad file does not
 /// stop the others.
 async fn upload_documents(
@@ -362,59 +278,59 @@ async fn upload_documents(
     let tenant = ctx.id();
     let kb = kb_id(&state, tenant, &kb)?;
     state.knowledge.get_kb(tenant, kb)?;
-    let files = read_files(multipart).await?;
+    let files = read_files(&state, multipart).await?;
     let total: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
     disk_allows(&state, total)?;
-    let mut result = UploadResult {
-        documents: Vec::new(),
-        rejected: Vec::new(),
-    };
     let only_file = files.len() == 1;
-    for f in files {
-        match state
-            .knowledge
-            .add_document(
-                tenant,
-                kb,
-                &f.filename,
-                f.mime,
-                &f.bytes,
-                DocumentSource::Upload,
-            )
-            .await
+    let outcome = actions::add_files(&state.knowledge, tenant, kb, files).await?;
+    // A single file over the plan's storage is the request's refusal; among several, files
+    // that fit were stored and the others are listed as refused.
+    if only_file {
+        if let Some(r) = outcome
+            .rejected
+            .iter()
+            .find(|r| r.code == crate::billing::QUOTA_EXCEEDED)
         {
-            Ok(added) => result.documents.push(AddedView {
-                document: added.document,
-                created: added.created,
-            }),
-            Err(e @ (KnowledgeError::TooLarge { .. } | KnowledgeError::Invalid { .. })) => {
-                result.rejected.push(Rejected {
-                    filename: f.filename,
-                    code: e.code(),
-                    reason: e.to_string(),
-                })
-            }
-            // Over the plan's storage: this file is refused (nothing of it kept); files that
-            // fit were stored.
-            Err(e) if e.code() == crate::billing::QUOTA_EXCEEDED => {
-                if result.documents.is_empty() && result.rejected.is_empty() && only_file {
-                    return Err(e.into());
-                }
-                result.rejected.push(Rejected {
-                    filename: f.filename,
-                    code: e.code(),
-                    reason: e.to_string(),
-                })
-            }
-            Err(e) => return Err(e.into()),
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                crate::billing::QUOTA_EXCEEDED,
+                r.reason.clone(),
+            ));
         }
     }
+    let result = UploadResult {
+        documents: outcome
+            .documents
+            .into_iter()
+            .map(|added| AddedView {
+                document: added.document,
+                created: added.created,
+            })
+            .collect(),
+        rejected: outcome.rejected,
+    };
     let status = if result.documents.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::ACCEPTED
     };
     Ok((status, Json(result)))
+}
+
+/// The file parts of an upload (at least one).
+async fn read_files(
+    state: &AppState,
+    multipart: Multipart,
+) -> Result<Vec<actions::Upload>, ApiError> {
+    let limit = actions::upload_body_limit(state.knowledge.config());
+    let files = actions::read_form(multipart, limit).await?.files;
+    if files.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "send the documents as multipart/form-data file parts",
+        ));
+    }
+    Ok(files)
 }
 
 #[derive(Deserialize)]
@@ -459,7 +375,7 @@ async fn replace_document(
 ) -> Result<(StatusCode, Json<Document>), ApiError> {
     let tenant = ctx.id();
     let doc = doc_id(&doc)?;
-    let mut files = read_files(multipart).await?;
+    let mut files = read_files(&state, multipart).await?;
     if files.len() != 1 {
         return Err(ApiError::bad_request(
             "invalid_input",
@@ -468,17 +384,7 @@ async fn replace_document(
     }
     let f = files.remove(0);
     disk_allows(&state, f.bytes.len() as u64)?;
-    let document = state
-        .knowledge
-        .replace_document(tenant, doc, Some(&f.filename), f.mime, &f.bytes)
-        .await?;
-    record(
-        &state,
-        &ctx,
-        "document.replaced",
-        format!("document {:?} ({})", document.name, document.id),
-    )
-    .await?;
+    let document = actions::replace_document(&state.knowledge, tenant, doc, f, ctx.actor()).await?;
     Ok((StatusCode::ACCEPTED, Json(document)))
 }
 
@@ -488,17 +394,7 @@ async fn delete_document(
     Path((_, doc)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let tenant = ctx.id();
-    let document = state
-        .knowledge
-        .delete_document(tenant, doc_id(&doc)?)
-        .await?;
-    record(
-        &state,
-        &ctx,
-        "document.deleted",
-        format!("document {:?} ({})", document.name, document.id),
-    )
-    .await?;
+    actions::delete_document(&state.knowledge, tenant, doc_id(&doc)?, ctx.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -56,6 +56,12 @@ pub struct NewInvitation {
     pub outlets: Vec<OutletId>,
 }
 
+/// The link an invited person opens (the token rides in the fragment, which browsers never send
+/// to a server, so it stays out of access logs).
+pub fn link(public_url: &str, token: &str) -> String {
+    format!("{}/invitations#{token}", public_url.trim_end_matches('/'))
+}
+
 pub async fn create(
     store: &Store,
     people: &PeopleState,

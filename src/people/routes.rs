@@ -482,7 +482,7 @@ async fn create_invitation(
     let Json(new) = body?;
     let (token, invitation) =
         invitations::create(&state.store, &state.people, ctx.id(), new, ctx.actor()).await?;
-    let link = format!("{}/invitations#{token}", state.config.public_url());
+    let link = invitations::link(&state.config.public_url(), &token);
     Ok((
         StatusCode::CREATED,
         Json(json!({"invitation": invitation, "token": token, "link": link})),

@@ -215,6 +215,22 @@ impl Browser {
         .await;
     }
 
+    /// Chooses files for an `<input type=file>` (several for a `multiple` one).
+    pub async fn choose_files(&self, css: &str, paths: &[&std::path::Path]) {
+        let id = self.find(css).await;
+        let text = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.cmd(
+            "POST",
+            &format!("element/{id}/value"),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
     /// Chooses the option with this value of a <select>.
     pub async fn select(&self, css: &str, value: &str) {
         self.click(&format!("{css} option[value=\"{value}\"]"))

@@ -1,6 +1,6 @@
-//! Admin pages: outlets, channels (what to paste into Meta's console), the sandbox simulator,
-//! and the pages whose backends other branches are building (knowledge, users, plan & usage,
-//! audit log, the operator's tenants and plans), wired in as placeholders.
+//! Admin pages: outlets, channels (what to paste into Meta's console), the sandbox simulator;
+//! knowledge, users, plan & usage, the audit log and the operator's page have modules of their
+//! own, merged in here.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -27,11 +27,12 @@ pub fn api() -> Api {
         .post("/dash/admin/channels", Page, channel_add)
         .get("/dash/admin/simulator", Page, simulator)
         .post("/dash/admin/simulator", Page, simulator_send)
-        .get("/dash/admin/knowledge", Page, knowledge)
-        .get("/dash/admin/users", Page, users)
         .get("/dash/admin/plan", Page, super::plan::plan)
-        .get("/dash/admin/audit", Page, audit)
         .get("/dash/operator", Page, super::plan::operator)
+        .merge(super::knowledge::api())
+        .merge(super::users::api())
+        .merge(super::audit::api())
+        .merge(super::invitation::api())
 }
 
 pub struct OutletRow {
@@ -305,63 +306,4 @@ async fn simulator_send(
         enc(&f.name)
     ))
     .into_response())
-}
-
-#[derive(Template)]
-#[template(path = "admin/placeholder.html")]
-struct Placeholder {
-    nav: Nav,
-    title: &'static str,
-    what: &'static str,
-    pending: &'static str,
-}
-
-fn placeholder(
-    state: &AppState,
-    viewer: &Viewer,
-    page: &'static str,
-    title: &'static str,
-    what: &'static str,
-    pending: &'static str,
-) -> Result<Response, DashError> {
-    viewer.require_admin()?;
-    html(Placeholder {
-        nav: Nav::new(state, viewer, page)?,
-        title,
-        what,
-        pending,
-    })
-}
-
-async fn knowledge(State(state): State<AppState>, viewer: Viewer) -> Result<Response, DashError> {
-    placeholder(
-        &state,
-        &viewer,
-        "knowledge",
-        "Knowledge bases",
-        "Upload documents with live progress, see their status and failure reasons, delete them, and test what a question retrieves (chunks and scores).",
-        "the knowledge API (document upload, indexing and search)",
-    )
-}
-
-async fn users(State(state): State<AppState>, viewer: Viewer) -> Result<Response, DashError> {
-    placeholder(
-        &state,
-        &viewer,
-        "users",
-        "Users and roles",
-        "Invite people, give them a role (admin, agent, viewer) and outlets, and see who is online.",
-        "user accounts, roles and sign-in",
-    )
-}
-
-async fn audit(State(state): State<AppState>, viewer: Viewer) -> Result<Response, DashError> {
-    placeholder(
-        &state,
-        &viewer,
-        "audit",
-        "Audit log",
-        "Who did what and when: sign-ins, changes to people, channels and knowledge, conversation actions.",
-        "user accounts and the audit log",
-    )
 }

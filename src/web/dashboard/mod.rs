@@ -3,13 +3,18 @@
 //! signed-in tab) that pushes the changes of the conversations its viewer may see.
 
 pub mod admin;
+pub mod audit;
 pub mod error;
 pub mod forget;
+pub mod forms;
+pub mod invitation;
+pub mod knowledge;
 pub mod live;
 pub mod pages;
 pub mod plan;
 pub mod search;
 pub mod session;
+pub mod users;
 pub mod views;
 
 use std::sync::Arc;
