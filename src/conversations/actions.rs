@@ -96,6 +96,7 @@ fn store_outbound(
         failure: None,
         attempts: u32::from(status == MessageStatus::Sending),
         sources,
+        unanswered: None,
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
@@ -109,6 +110,23 @@ fn store_outbound(
         },
     )?;
     Ok(message)
+}
+
+/// Marks an assistant reply queued in this same commit as one that had no grounded answer for
+/// `question` (see [`Message::unanswered`]). It rewrites the row before the commit, so the feed
+/// and the reply's event, read after the commit, only ever see the marked reply.
+pub fn mark_unanswered(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    message: &mut Message,
+    question: String,
+) -> Result<(), StoreError> {
+    message.unanswered = Some(question);
+    ctx.tenant(tenant).put(
+        &MESSAGES,
+        &message_key(message.conversation, message.id),
+        message,
+    )
 }
 
 /// Stores an internal note (never sent to the customer).
@@ -133,6 +151,7 @@ pub fn add_note(
         failure: None,
         attempts: 0,
         sources: Vec::new(),
+        unanswered: None,
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
