@@ -729,7 +729,7 @@ async fn live_updates_take_over_reply_and_hand_back(b: &Browser) {
         true,
         "shown live, not by reloading the page"
     );
-    b.screenshot("14-handoff-routed-live").await;
+    b.screenshot("16-handoff-routed-live").await;
 }
 
 async fn missed_messages_appear_once_after_reconnecting(b: &Browser) {
@@ -985,6 +985,16 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
     );
     assert_eq!(b.count("#plan [role=progressbar]").await, 4);
     b.screenshot("12-plan-and-usage").await;
+
+    // Routing (hours, agents, settings) and analytics (figures, charts, CSV).
+    b.goto(&format!("{}/dash/admin/routing", app.url)).await;
+    b.wait_text("#routing", "Business hours").await;
+    b.screenshot("14-routing").await;
+    b.goto(&format!("{}/dash/analytics", app.url)).await;
+    b.wait_text("#figures", "Conversations").await;
+    assert_eq!(b.count("#analytics figure svg").await, 4);
+    assert_eq!(b.count("#exports a").await, 5);
+    b.screenshot("15-analytics").await;
     b.goto(&format!("{}/dash/operator", app.url)).await;
     b.wait_text("#operator", "acme").await;
     assert!(
@@ -1245,14 +1255,20 @@ async fn assignment_is_routings_mine_capacity_presence_and_who_may_assign() {
     assert_eq!(budi.assigned_agent.as_deref(), Some(agus_id.as_str()));
     customer_writes(&app, ACME_PHONE, SITI, "wamid.r2", "agent please").await;
     let siti = handed_off(SITI).await;
-    assert_eq!(siti.assigned_agent, None, "within capacity: the second waits");
+    assert_eq!(
+        siti.assigned_agent, None,
+        "within capacity: the second waits"
+    );
     assert_eq!(
         listed(&page(&app, &agus, "/dash/inbox?view=mine").await),
         vec![BUDI]
     );
     let waiting = page(&app, &agus, "/dash/inbox?view=unassigned").await;
     assert_eq!(listed(&waiting), vec![SITI]);
-    assert!(waiting.contains("In the queue: 1 of 1 waiting"), "{waiting}");
+    assert!(
+        waiting.contains("In the queue: 1 of 1 waiting"),
+        "{waiting}"
+    );
     assert!(
         waiting.contains("Handed off: Customer asked for a person"),
         "{waiting}"
@@ -1285,7 +1301,10 @@ async fn assignment_is_routings_mine_capacity_presence_and_who_may_assign() {
         post_form(&app, &vera, &assign, &[("agent", agus_id.as_str())]).await,
         403
     );
-    assert_eq!(app.conversation_of(acme, SITI).unwrap().assigned_agent, None);
+    assert_eq!(
+        app.conversation_of(acme, SITI).unwrap().assigned_agent,
+        None
+    );
 
     // Agus closes Budi's conversation: his slot takes the waiting one, and open dashboards
     // hear of the assignment on the live channel.
@@ -1334,8 +1353,13 @@ async fn assignment_is_routings_mine_capacity_presence_and_who_may_assign() {
     );
     let audit = app.audit("action=conversation.assigned").await;
     assert!(
-        audit.iter().any(|e| e["target"] == format!("conversation {}", third.id)
-            && e["actor"]["label"].as_str().unwrap_or_default().contains("Adi")),
+        audit
+            .iter()
+            .any(|e| e["target"] == format!("conversation {}", third.id)
+                && e["actor"]["label"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Adi")),
         "{audit:?}"
     );
 
@@ -1348,7 +1372,10 @@ async fn assignment_is_routings_mine_capacity_presence_and_who_may_assign() {
         presence_of(page(&app, &agus, "/dash/inbox").await).as_deref(),
         Some("Away · 0/1")
     );
-    assert_eq!(app.conversation_of(acme, SITI).unwrap().assigned_agent, None);
+    assert_eq!(
+        app.conversation_of(acme, SITI).unwrap().assigned_agent,
+        None
+    );
 }
 
 #[tokio::test]
@@ -1369,9 +1396,24 @@ async fn analytics_and_routing_pages_follow_roles_and_outlets() {
     let a = app.create_outlet("acme", "Kemang").await;
     let b = app.create_outlet("acme", "Bandung").await;
     app.add_cloud_channel_in("acme", ACME_PHONE, Some(&a)).await;
-    app.add_cloud_channel_in("acme", OTHER_PHONE, Some(&b)).await;
-    customer_writes(&app, ACME_PHONE, BUDI, "wamid.s1", "Is there a Kemang menu?").await;
-    customer_writes(&app, OTHER_PHONE, SITI, "wamid.s2", "Is there a Bandung menu?").await;
+    app.add_cloud_channel_in("acme", OTHER_PHONE, Some(&b))
+        .await;
+    customer_writes(
+        &app,
+        ACME_PHONE,
+        BUDI,
+        "wamid.s1",
+        "Is there a Kemang menu?",
+    )
+    .await;
+    customer_writes(
+        &app,
+        OTHER_PHONE,
+        SITI,
+        "wamid.s2",
+        "Is there a Bandung menu?",
+    )
+    .await;
     customer_writes(&app, OTHER_PHONE, STRANGER, "wamid.s3", "Do you deliver?").await;
     app.wait_for(WAIT, |a| (a.conversations(acme).len() == 3).then_some(()))
         .await;
@@ -1393,10 +1435,20 @@ async fn analytics_and_routing_pages_follow_roles_and_outlets() {
     assert!(all.contains("Is there a Bandung menu?") && all.contains("Do you deliver?"));
     let only_b = page(&app, &admin, &format!("/dash/analytics?outlet={b}")).await;
     assert_eq!(by_id(&only_b, "fig-conversations").as_deref(), Some("2"));
-    let before = page(&app, &admin, "/dash/analytics?from=2024-05-01&to=2024-05-31").await;
+    let before = page(
+        &app,
+        &admin,
+        "/dash/analytics?from=2024-05-01&to=2024-05-31",
+    )
+    .await;
     assert_eq!(by_id(&before, "fig-conversations").as_deref(), Some("0"));
     assert_eq!(
-        status_of(&app, &admin, "/dash/analytics?from=2024-05-02&to=2024-05-01").await,
+        status_of(
+            &app,
+            &admin,
+            "/dash/analytics?from=2024-05-02&to=2024-05-01"
+        )
+        .await,
         400
     );
 
@@ -1415,7 +1467,10 @@ async fn analytics_and_routing_pages_follow_roles_and_outlets() {
     }
     let csv = page(&app, &vera, "/dash/analytics/export/unanswered").await;
     assert!(csv.starts_with("question,count,last_seen"), "{csv}");
-    assert!(csv.contains("Is there a Kemang menu?,1,") && !csv.contains("Bandung"), "{csv}");
+    assert!(
+        csv.contains("Is there a Kemang menu?,1,") && !csv.contains("Bandung"),
+        "{csv}"
+    );
     assert_eq!(
         status_of(&app, &vera, "/dash/analytics/export/nonsense").await,
         404
@@ -1425,15 +1480,36 @@ async fn analytics_and_routing_pages_follow_roles_and_outlets() {
     assert_eq!(status_of(&app, &vera, "/dash/admin/routing").await, 403);
     let routing = page(&app, &admin, "/dash/admin/routing").await;
     assert!(routing.contains("Kemang") && routing.contains("No hours set: always open."));
-    let hours = |day: &'static str, text: &'static str| {
-        [("outlet", a.as_str()), (day, text)]
-    };
+    let hours = |day: &'static str, text: &'static str| [("outlet", a.as_str()), (day, text)];
     assert_eq!(
-        post_form(&app, &admin, "/dash/admin/routing/hours", &hours("monday", "25:00-26:00")).await,
+        post_form(
+            &app,
+            &admin,
+            "/dash/admin/routing/hours",
+            &hours("monday", "25:00-26:00")
+        )
+        .await,
         400
     );
     assert_eq!(
-        post_form(&app, &admin, "/dash/admin/routing/hours", &hours("monday", "08:00-12:00, 13:00-17:00")).await,
+        post_form(
+            &app,
+            &admin,
+            "/dash/admin/routing/hours",
+            &[("outlet", a.as_str())]
+        )
+        .await,
+        400,
+        "a blank form would close the outlet all week"
+    );
+    assert_eq!(
+        post_form(
+            &app,
+            &admin,
+            "/dash/admin/routing/hours",
+            &hours("monday", "08:00-12:00, 13:00-17:00")
+        )
+        .await,
         303
     );
     let set = app

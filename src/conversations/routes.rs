@@ -162,9 +162,13 @@ pub(crate) async fn take_over_as(
     }
     audit::record_now(
         &state.store,
-        AuditEntry::new(actor, "conversation.taken_over", format!("conversation {id}"))
-            .tenant(tenant)
-            .detail(serde_json::json!({"outlet": c.outlet})),
+        AuditEntry::new(
+            actor,
+            "conversation.taken_over",
+            format!("conversation {id}"),
+        )
+        .tenant(tenant)
+        .detail(serde_json::json!({"outlet": c.outlet})),
     )
     .await?;
     Ok(c)
@@ -195,7 +199,9 @@ async fn hand_back(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
-    Ok(Json(hand_back_announced(&state, tenant, conversation.id).await?))
+    Ok(Json(
+        hand_back_announced(&state, tenant, conversation.id).await?,
+    ))
 }
 
 /// Hands back to the assistant and announces the conversations the freed slot went to (the API
@@ -219,7 +225,9 @@ async fn close(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
-    Ok(Json(close_announced(&state, tenant, conversation.id).await?))
+    Ok(Json(
+        close_announced(&state, tenant, conversation.id).await?,
+    ))
 }
 
 /// Closes and announces the conversations the freed slot went to (the API and the dashboard).

@@ -135,7 +135,11 @@ fn admin_or_self(ctx: &TenantCtx, agent: &str) -> Result<(), ApiError> {
 }
 
 /// The person an agent row is for: an active user of the tenant who works conversations.
-pub(crate) fn agent_user(state: &AppState, tenant: TenantId, agent: &str) -> Result<User, ApiError> {
+pub(crate) fn agent_user(
+    state: &AppState,
+    tenant: TenantId,
+    agent: &str,
+) -> Result<User, ApiError> {
     let id: UserId = agent
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_input", "agent: not a user id"))?;
@@ -253,7 +257,9 @@ async fn presence(
 ) -> Result<Json<AgentView>, ApiError> {
     admin_or_self(&ctx, &agent)?;
     let Json(p) = body?;
-    Ok(Json(set_presence(&state, ctx.id(), &agent, p.online).await?))
+    Ok(Json(
+        set_presence(&state, ctx.id(), &agent, p.online).await?,
+    ))
 }
 
 /// The person `agent` goes online or away (the API and the dashboard's header). Going online

@@ -21,9 +21,11 @@ use crate::web::{Access, Api, ApiError, AppState};
 
 pub fn api() -> Api {
     use Access::Page;
-    Api::new()
-        .get("/dash/analytics", Page, page)
-        .get("/dash/analytics/export/{table}", Page, export)
+    Api::new().get("/dash/analytics", Page, page).get(
+        "/dash/analytics/export/{table}",
+        Page,
+        export,
+    )
 }
 
 impl From<AnalyticsError> for DashError {
@@ -255,13 +257,16 @@ async fn page(
                 id: "fig-handed-off",
             },
             Figure {
-                label: "Closed: by the assistant / by a person",
-                value: format!(
-                    "{} / {} (assistant {})",
-                    t.resolved_by_assistant,
-                    t.resolved_by_human,
-                    percent(t.assistant_resolution_share)
-                ),
+                label: "Resolved by the assistant / by a person",
+                value: match t.assistant_resolution_share {
+                    Some(share) => format!(
+                        "{} / {} ({} of those closed by the assistant)",
+                        t.resolved_by_assistant,
+                        t.resolved_by_human,
+                        percent(Some(share))
+                    ),
+                    None => "none closed yet".into(),
+                },
                 id: "fig-resolved",
             },
         ],
@@ -276,7 +281,10 @@ async fn page(
             })
             .collect(),
         times: vec![
-            time_row("First response by the assistant", &t.first_response_assistant),
+            time_row(
+                "First response by the assistant",
+                &t.first_response_assistant,
+            ),
             time_row("First response by a person", &t.first_response_human),
             time_row("Resolution by the assistant", &t.resolution_assistant),
             time_row("Resolution by a person", &t.resolution_human),

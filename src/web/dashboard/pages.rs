@@ -326,9 +326,7 @@ impl ListParams {
         let open = c.state != ConversationState::Closed;
         let in_view = match self.view() {
             "mine" => open && viewer.user.is_some() && c.assigned_agent == viewer.user,
-            "unassigned" => {
-                open && c.state != ConversationState::Bot && c.assigned_agent.is_none()
-            }
+            "unassigned" => open && c.state != ConversationState::Bot && c.assigned_agent.is_none(),
             "pending" => c.state == ConversationState::PendingHuman,
             "closed" => !open,
             _ => open,
@@ -729,8 +727,14 @@ pub async fn act(
             if let Some(user) = &viewer.user {
                 dash_routing::ensure_agent(&state, tenant, user).await?;
             }
-            conversation_api::take_over_as(&state, tenant, cid, viewer.user.clone(), viewer.actor())
-                .await?;
+            conversation_api::take_over_as(
+                &state,
+                tenant,
+                cid,
+                viewer.user.clone(),
+                viewer.actor(),
+            )
+            .await?;
             None
         }
         "handback" => {

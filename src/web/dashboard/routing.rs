@@ -83,8 +83,7 @@ impl Team {
     /// Whether `p` may be given a conversation of `outlet`: active, working conversations,
     /// working for that outlet, and (once an agent) serving it.
     fn may_take(&self, p: &User, outlet: Option<OutletId>) -> bool {
-        let works_there =
-            p.outlets.is_empty() || outlet.is_some_and(|o| p.outlets.contains(&o));
+        let works_there = p.outlets.is_empty() || outlet.is_some_and(|o| p.outlets.contains(&o));
         let serves = match (self.agents.get(&p.id.to_string()), outlet) {
             (Some(a), Some(o)) => a.outlets.is_empty() || a.outlets.contains(&o),
             _ => true,
@@ -169,19 +168,21 @@ pub fn my_presence(state: &AppState, viewer: &Viewer) -> Result<Option<MyPresenc
     let Some(user) = viewer.user.as_deref().filter(|_| viewer.can_act()) else {
         return Ok(None);
     };
-    Ok(Some(match routing::get_agent(&state.store, viewer.tenant, user) {
-        Ok(a) => MyPresence {
-            online: a.online,
-            load: a.load,
-            capacity: a.capacity,
+    Ok(Some(
+        match routing::get_agent(&state.store, viewer.tenant, user) {
+            Ok(a) => MyPresence {
+                online: a.online,
+                load: a.load,
+                capacity: a.capacity,
+            },
+            Err(RoutingError::NotFound(_)) => MyPresence {
+                online: false,
+                load: 0,
+                capacity: routing::agents::DEFAULT_CAPACITY,
+            },
+            Err(e) => return Err(e.into()),
         },
-        Err(RoutingError::NotFound(_)) => MyPresence {
-            online: false,
-            load: 0,
-            capacity: routing::agents::DEFAULT_CAPACITY,
-        },
-        Err(e) => return Err(e.into()),
-    }))
+    ))
 }
 
 #[derive(Deserialize)]
@@ -363,6 +364,8 @@ pub struct HoursRow {
     /// Whether these are the hours in force (an outlet without its own follows the default).
     own: bool,
     days: Vec<(&'static str, &'static str, String)>,
+    /// What an empty day means here: closed once hours are set; nothing is set yet otherwise.
+    placeholder: &'static str,
     now: String,
 }
 
@@ -423,7 +426,9 @@ async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Response,
                 None => "No hours set: always open.".into(),
             });
         hours.push(HoursRow {
-            key: outlet.map(|o| o.to_string()).unwrap_or_else(|| "default".into()),
+            key: outlet
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "default".into()),
             name,
             own: own.is_some(),
             days: DAYS
@@ -436,6 +441,11 @@ async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Response,
                     (*key, *label, text)
                 })
                 .collect(),
+            placeholder: if in_force.is_some() {
+                "closed"
+            } else {
+                "not set"
+            },
             now: now_text,
         });
     }
@@ -479,7 +489,11 @@ async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Response,
                 serves: if served.is_empty() {
                     "every outlet they work for".into()
                 } else {
-                    served.iter().map(outlet_name).collect::<Vec<_>>().join(", ")
+                    served
+                        .iter()
+                        .map(outlet_name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
                 id,
             }
@@ -572,8 +586,24 @@ async fn hours_save(
             "this outlet is not one you work for".into(),
         ));
     }
+    let days = [
+        &f.monday,
+        &f.tuesday,
+        &f.wednesday,
+        &f.thursday,
+        &f.friday,
+        &f.saturday,
+        &f.sunday,
+    ];
     let hours = if f.always_open == "1" {
         None
+    } else if days.iter().all(|d| d.trim().is_empty()) {
+        // Saving the blank form would close the outlet all week: say so instead.
+        return Err(DashError::BadRequest(
+            "enter the hours of at least one day (write \"closed\" on every day to close all week), \
+             or choose always open"
+                .into(),
+        ));
     } else {
         Some(BusinessHours {
             monday: parse_spans("Monday", &f.monday)?,
@@ -658,10 +688,15 @@ mod tests {
         assert_eq!(back_to(&h), "/dash/inbox");
         h.insert(
             header::REFERER,
-            "http://127.0.0.1:8080/dash/c/abc?view=mine".parse().unwrap(),
+            "http://127.0.0.1:8080/dash/c/abc?view=mine"
+                .parse()
+                .unwrap(),
         );
         assert_eq!(back_to(&h), "/dash/c/abc?view=mine");
-        h.insert(header::REFERER, "https://evil.example/phish".parse().unwrap());
+        h.insert(
+            header::REFERER,
+            "https://evil.example/phish".parse().unwrap(),
+        );
         assert_eq!(back_to(&h), "/dash/inbox");
         h.insert(
             header::REFERER,
