@@ -331,19 +331,8 @@ pub async fn agent_reply(
         .await
 }
 
-/// Hands the conversation back to the assistant.
-pub async fn hand_back(
-    store: &Store,
-    tenant: TenantId,
-    conversation: ConversationId,
-) -> Result<Conversation, StoreError> {
-    hand_back_routed(store, tenant, conversation)
-        .await
-        .map(|(c, _)| c)
-}
-
-/// [`hand_back`], also returning the queued conversations the freed agent slot went to (for
-/// live updates).
+/// Hands the conversation back to the assistant. Also returns the queued conversations the
+/// freed agent slot went to (for live updates).
 pub async fn hand_back_routed(
     store: &Store,
     tenant: TenantId,
@@ -377,19 +366,8 @@ pub async fn hand_back_routed(
 }
 
 /// Closes the conversation and announces `conversation.completed`. The customer's next message
-/// opens a new conversation (in bot mode), so closing never reopens a handoff loop.
-pub async fn close(
-    store: &Store,
-    tenant: TenantId,
-    conversation: ConversationId,
-) -> Result<Conversation, StoreError> {
-    close_routed(store, tenant, conversation)
-        .await
-        .map(|(c, _)| c)
-}
-
-/// [`close`], also returning the queued conversations the freed agent slot went to (for live
-/// updates).
+/// opens a new conversation (in bot mode), so closing never reopens a handoff loop. Also returns
+/// the queued conversations the freed agent slot went to (for live updates).
 pub async fn close_routed(
     store: &Store,
     tenant: TenantId,
