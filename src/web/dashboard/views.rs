@@ -256,6 +256,28 @@ mod tests {
     }
 
     #[test]
+    fn handoff_reasons_read_as_plain_words() {
+        let upset = HandoffReason::Complaint {
+            keyword: "kecewa".into(),
+        };
+        assert!(reason_text(&upset).contains("\u{201c}kecewa\u{201d}"));
+        assert!(reason_short(&upset).starts_with("Anger or complaint"));
+        let down = HandoffReason::ProviderFailure {
+            detail: "upstream_timeout".into(),
+        };
+        assert!(reason_text(&down).contains("(upstream timeout)"));
+        for r in [
+            HandoffReason::CustomerAsked,
+            HandoffReason::NoGroundedAnswer,
+            HandoffReason::RepeatedUnhelpful,
+            HandoffReason::QuotaExhausted,
+        ] {
+            assert_ne!(reason_short(&r), "Other");
+            assert!(reason_text(&r).ends_with('.'));
+        }
+    }
+
+    #[test]
     fn message_text_is_escaped() {
         let html = render_message(&inbound("<script>alert(1)</script>"), "UTC").unwrap();
         assert!(!html.contains("<script>"), "{html}");
