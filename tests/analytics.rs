@@ -208,6 +208,16 @@ fn direct_count(app: &TestApp, tenant: TenantId, outlet: Option<Option<OutletId>
                 .or_insert((question.trim().to_string(), 0));
             entry.1 += 1;
         }
+        // The question behind each reply that said it did not know (and offered a person).
+        for m in &messages {
+            if let (Author::Assistant, Some(question)) = (m.author, &m.unanswered) {
+                let entry = d
+                    .unanswered
+                    .entry(normalize(question))
+                    .or_insert((question.trim().to_string(), 0));
+                entry.1 += 1;
+            }
+        }
         for m in &messages {
             let day = day_of(m.created_at_ms);
             match (m.author, is_reply(m)) {
@@ -634,6 +644,58 @@ async fn questions_the_knowledge_base_could_not_answer_are_listed_most_asked_fir
         assert!(content_type.starts_with("image/svg+xml"), "{content_type}");
         assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{svg}");
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_that_offer_a_person_instead_of_an_answer_count_as_unanswered_questions() {
+    // Offline with an empty knowledge base and the default no-answer policy (offer a person):
+    // the assistant says it does not know and the conversation stays with it, yet each question
+    // is one the knowledge base could not answer.
+    let app = TestApp::start(Options {
+        llm: Llm::Offline,
+        ..Options::default()
+    })
+    .await;
+    let tenant = app.create_tenant_in("acme", TZ).await;
+    app.add_cloud_channel_in("acme", PA, None).await;
+    let asked = [
+        ("62831", "Do you deliver to Bogor?"),
+        ("62832", "do you deliver to BOGOR"),
+        ("62833", "Is there parking?"),
+    ];
+    for (i, (from, text)) in asked.iter().enumerate() {
+        writes(&app, PA, from, &format!("wamid.U{i}"), text).await;
+        let c = replied(&app, tenant, from, 1).await;
+        let replies = app.messages_by(tenant, &c, Author::Assistant);
+        assert_eq!(replies[0].unanswered.as_deref(), Some(*text));
+        assert_eq!(c.state, ConversationState::Bot, "offered, not handed off");
+    }
+    app.wait_idle().await;
+    let (from, to) = period();
+    let r = report(&app, &format!("from={from}&to={to}")).await;
+    assert_eq!(r["totals"]["handed_off"], 0, "{r}");
+    assert_eq!(r["totals"]["assistant_messages"], 3, "{r}");
+    assert_matches(&r, &direct_count(&app, tenant, None), "offered a person");
+    assert_eq!(
+        unanswered_list(&r),
+        vec![
+            ("Do you deliver to Bogor?".to_string(), 2),
+            ("Is there parking?".to_string(), 1)
+        ]
+    );
+    let (status, _, csv) = app
+        .get_raw(&format!(
+            "/api/v1/tenants/acme/analytics/export/unanswered?from={from}&to={to}"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(csv.contains("Do you deliver to Bogor?,2,"), "{csv}");
+
+    // Redelivered after a restart, nothing counts twice.
+    let mut app = app.restart(|_| {}).await;
+    app.wait_idle().await;
+    assert_eq!(report(&app, &format!("from={from}&to={to}")).await, r);
     app.stop().await;
 }
 

@@ -309,6 +309,13 @@ fn matrix() -> Vec<(&'static str, &'static str, Who)> {
         ("GET", "/dash/admin/plan", Page),
         ("GET", "/dash/admin/audit", Page),
         ("GET", "/dash/operator", Page),
+        ("POST", "/dash/presence", Page),
+        ("GET", "/dash/admin/routing", Page),
+        ("POST", "/dash/admin/routing/settings", Page),
+        ("POST", "/dash/admin/routing/hours", Page),
+        ("POST", "/dash/admin/routing/agents", Page),
+        ("GET", "/dash/analytics", Page),
+        ("GET", "/dash/analytics/export/{table}", Page),
         ("GET", "/api/v1/tenants/{tenant}/agents", Admin),
         (
             "GET",

@@ -108,6 +108,32 @@ async fn sign_in(app: &TestApp, tenant: &str, role: &str, name: &str, outlet: &s
     }
 }
 
+/// A person signed in with their own account (the people service's session).
+async fn people_session(app: &TestApp, email: &str) -> Http {
+    match app.sign_in(email).await {
+        support::people::Cred::Session { token, csrf } => Http {
+            cookie: format!("__Host-wacrm_session={token}"),
+            csrf,
+        },
+        other => panic!("not a session: {other:?}"),
+    }
+}
+
+/// Posts a dashboard form with the session's CSRF token; returns the status.
+async fn post_form(app: &TestApp, who: &Http, path: &str, fields: &[(&str, &str)]) -> u16 {
+    let mut form: Vec<(&str, &str)> = fields.to_vec();
+    form.push(("csrf", who.csrf.as_str()));
+    no_redirects()
+        .post(format!("{}{}", app.url, path))
+        .header("cookie", &who.cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -673,6 +699,35 @@ async fn live_updates_take_over_reply_and_hand_back(b: &Browser) {
     b.goto(&format!("{}/dash/inbox", app.url)).await;
     b.screenshot("04-inbox-phone").await;
     b.set_size(1280, 900).await;
+
+    // A handoff and its routing appear live, without a reload: the customer asks for a person
+    // (why shows at once, and the place in the queue), then an agent goes online from their
+    // header and routing hands them the conversation.
+    app.create_user("acme", "agus@acme.test", "agent", &[])
+        .await;
+    let agus = people_session(&app, "agus@acme.test").await;
+    b.goto(&format!("{}/dash/c/{}", app.url, c.id)).await;
+    live_ready(b).await;
+    b.js("window.wacrmSamePage = true;", json!([])).await;
+    customer_writes(&app, ACME_PHONE, BUDI, "wamid.a5", "agent please").await;
+    b.wait_text("#handoff-reason", "the customer asked for a person")
+        .await;
+    b.wait_text("#queue-place", "In the queue: 1 of 1").await;
+    b.wait_text("#list-box", "Handed off: Customer asked for a person")
+        .await;
+    assert_eq!(
+        post_form(&app, &agus, "/dash/presence", &[("online", "1")]).await,
+        303
+    );
+    b.wait_text("#assignee", "Assigned to agus@acme.test").await;
+    b.wait_text("#list-box", "@agus@acme.test").await;
+    assert_eq!(
+        b.js("return window.wacrmSamePage === true;", json!([]))
+            .await,
+        true,
+        "shown live, not by reloading the page"
+    );
+    b.screenshot("16-handoff-routed-live").await;
 }
 
 async fn missed_messages_appear_once_after_reconnecting(b: &Browser) {
@@ -933,6 +988,16 @@ async fn admin_pages_and_the_simulator(b: &Browser) {
     );
     assert_eq!(b.count("#plan [role=progressbar]").await, 4);
     b.screenshot("12-plan-and-usage").await;
+
+    // Routing (hours, agents, settings) and analytics (figures, charts, CSV).
+    b.goto(&format!("{}/dash/admin/routing", app.url)).await;
+    b.wait_text("#routing", "Business hours").await;
+    b.screenshot("14-routing").await;
+    b.goto(&format!("{}/dash/analytics", app.url)).await;
+    b.wait_text("#figures", "Conversations").await;
+    assert_eq!(b.count("#analytics figure svg").await, 4);
+    assert_eq!(b.count("#exports a").await, 5);
+    b.screenshot("15-analytics").await;
     b.goto(&format!("{}/dash/operator", app.url)).await;
     b.wait_text("#operator", "acme").await;
     assert!(
@@ -1106,13 +1171,16 @@ async fn inbox_lists_filter_by_view_outlet_channel_label_and_search() {
     customer_writes(&app, OTHER_PHONE, STRANGER, "wamid.f3", "hello").await;
     app.wait_for(WAIT, |a| (a.conversations(acme).len() == 3).then_some(()))
         .await;
-    let ana = sign_in(&app, "acme", "agent", "Ana", "").await;
+    // Ana works conversations with her own account; Oscar is the operator acting as an agent.
+    let ana_id = app.create_user("acme", "ana@acme.test", "agent", &[]).await;
+    let ana = people_session(&app, "ana@acme.test").await;
+    let oscar = sign_in(&app, "acme", "agent", "Oscar", "").await;
     let id_of = |wa: &str| app.conversation_of(acme, wa).unwrap().id;
-    let act = |path: String, fields: Vec<(&'static str, String)>| {
+    let act = |who: &Http, path: String, fields: Vec<(&'static str, String)>| {
         let (url, cookie, csrf) = (
             format!("{}{}", app.url, path),
-            ana.cookie.clone(),
-            ana.csrf.clone(),
+            who.cookie.clone(),
+            who.csrf.clone(),
         );
         async move {
             let mut form = fields;
@@ -1129,17 +1197,22 @@ async fn inbox_lists_filter_by_view_outlet_channel_label_and_search() {
             assert_eq!(status, 303);
         }
     };
+    // Taking over makes it the taker's (routing's assignment); the operator's session is
+    // nobody's agent, so what it takes over stays unassigned.
+    act(&ana, format!("/dash/c/{}/takeover", id_of(SITI)), vec![]).await;
+    act(&oscar, format!("/dash/c/{}/takeover", id_of(BUDI)), vec![]).await;
     act(
-        format!("/dash/c/{}/assign", id_of(SITI)),
-        vec![("assignee", "Ana".into())],
-    )
-    .await;
-    act(
+        &ana,
         format!("/dash/c/{}/labels", id_of(SITI)),
         vec![("labels", "Refund, VIP".into())],
     )
     .await;
-    act(format!("/dash/c/{}/close", id_of(STRANGER)), vec![]).await;
+    act(&ana, format!("/dash/c/{}/close", id_of(STRANGER)), vec![]).await;
+    assert_eq!(
+        app.conversation_of(acme, SITI).unwrap().assigned_agent,
+        Some(ana_id),
+        "taking over made it Ana's"
+    );
 
     let mut all = listed(&page(&app, &ana, "/dash/inbox").await);
     all.sort();
@@ -1155,6 +1228,10 @@ async fn inbox_lists_filter_by_view_outlet_channel_label_and_search() {
     assert_eq!(
         listed(&page(&app, &ana, "/dash/inbox?view=mine").await),
         vec![SITI]
+    );
+    assert!(
+        listed(&page(&app, &oscar, "/dash/inbox?view=mine").await).is_empty(),
+        "the operator's session holds nothing"
     );
     assert_eq!(
         listed(&page(&app, &ana, "/dash/inbox?view=unassigned").await),
@@ -1191,6 +1268,378 @@ async fn inbox_lists_filter_by_view_outlet_channel_label_and_search() {
     assert_eq!(search("espresso").await, vec![BUDI]);
     assert_eq!(search("refund").await, vec![SITI]);
     assert_eq!(search("4567890").await, vec![BUDI]);
+}
+
+/// The text of the element with `id` in a page (up to its first child tag).
+fn by_id(html: &str, id: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let rest = &html[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].trim().to_string())
+}
+
+async fn status_of(app: &TestApp, who: &Http, path: &str) -> u16 {
+    no_redirects()
+        .get(format!("{}{}", app.url, path))
+        .header("cookie", &who.cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn assignment_is_routings_mine_capacity_presence_and_who_may_assign() {
+    // Offline assistant without knowledge: "agent please" hands off as soon as it arrives.
+    let app = TestApp::start(Options {
+        llm: Llm::Offline,
+        status_webhooks: false,
+        ..Options::default()
+    })
+    .await;
+    let acme = app.tenant_with_channel("acme", ACME_PHONE).await;
+    let agus_id = app
+        .create_user("acme", "agus@acme.test", "agent", &[])
+        .await;
+    let ana_id = app.create_user("acme", "ana@acme.test", "agent", &[]).await;
+    let vera_id = app
+        .create_user("acme", "vera@acme.test", "viewer", &[])
+        .await;
+    let agus = people_session(&app, "agus@acme.test").await;
+    let vera = people_session(&app, "vera@acme.test").await;
+    let admin = sign_in(&app, "acme", "admin", "Adi", "").await;
+    let presence_of = |html: String| by_id(&html, "my-presence");
+
+    // Agus is away until he says otherwise, and his header says so; viewers and the operator's
+    // sessions work no conversations and have no presence.
+    assert_eq!(
+        presence_of(page(&app, &agus, "/dash/inbox").await).as_deref(),
+        Some("Away · 0/5")
+    );
+    assert_eq!(presence_of(page(&app, &vera, "/dash/inbox").await), None);
+    assert_eq!(
+        post_form(&app, &admin, "/dash/presence", &[("online", "1")]).await,
+        403
+    );
+    // The admin gives him room for one conversation at a time (the routing page); agents do
+    // not set their own capacity.
+    let capacity = |c: &'static str| [("user", agus_id.as_str()), ("capacity", c)];
+    assert_eq!(
+        post_form(&app, &agus, "/dash/admin/routing/agents", &capacity("9")).await,
+        403
+    );
+    assert_eq!(
+        post_form(&app, &admin, "/dash/admin/routing/agents", &capacity("1")).await,
+        303
+    );
+    assert_eq!(
+        post_form(&app, &agus, "/dash/presence", &[("online", "1")]).await,
+        303
+    );
+    assert_eq!(
+        presence_of(page(&app, &agus, "/dash/inbox").await).as_deref(),
+        Some("Online · 0/1")
+    );
+
+    // Two customers ask for a person: the first goes to Agus, the second waits (he is full).
+    let handed_off = |wa: &'static str| {
+        let app = &app;
+        async move {
+            app.wait_for(WAIT, |a| {
+                a.conversation_of(acme, wa)
+                    .filter(|c| c.state == ConversationState::PendingHuman)
+            })
+            .await
+        }
+    };
+    customer_writes(&app, ACME_PHONE, BUDI, "wamid.r1", "agent please").await;
+    let budi = handed_off(BUDI).await;
+    assert_eq!(budi.assigned_agent.as_deref(), Some(agus_id.as_str()));
+    customer_writes(&app, ACME_PHONE, SITI, "wamid.r2", "agent please").await;
+    let siti = handed_off(SITI).await;
+    assert_eq!(
+        siti.assigned_agent, None,
+        "within capacity: the second waits"
+    );
+    assert_eq!(
+        listed(&page(&app, &agus, "/dash/inbox?view=mine").await),
+        vec![BUDI]
+    );
+    let waiting = page(&app, &agus, "/dash/inbox?view=unassigned").await;
+    assert_eq!(listed(&waiting), vec![SITI]);
+    assert!(
+        waiting.contains("In the queue: 1 of 1 waiting"),
+        "{waiting}"
+    );
+    assert!(
+        waiting.contains("Handed off: Customer asked for a person"),
+        "{waiting}"
+    );
+    let mut pending = listed(&page(&app, &agus, "/dash/inbox?view=pending").await);
+    pending.sort();
+    assert_eq!(pending, vec![BUDI.to_string(), SITI.to_string()]);
+    let view = page(&app, &agus, &format!("/dash/c/{}", siti.id)).await;
+    assert_eq!(
+        by_id(&view, "handoff-reason").as_deref(),
+        Some("Handed off: the customer asked for a person.")
+    );
+    assert_eq!(
+        by_id(&view, "queue-place").as_deref(),
+        Some("In the queue: 1 of 1 waiting")
+    );
+    assert!(view.contains("id=\"assign-agent\""), "agents may assign");
+    assert_eq!(
+        presence_of(view).as_deref(),
+        Some("Online · 1/1"),
+        "his load"
+    );
+
+    // A viewer sees the conversation but cannot assign it, even with a hand-made form.
+    let assign = format!("/dash/c/{}/assign", siti.id);
+    assert!(!page(&app, &vera, &format!("/dash/c/{}", siti.id))
+        .await
+        .contains("assign-agent"));
+    assert_eq!(
+        post_form(&app, &vera, &assign, &[("agent", agus_id.as_str())]).await,
+        403
+    );
+    assert_eq!(
+        app.conversation_of(acme, SITI).unwrap().assigned_agent,
+        None
+    );
+
+    // Agus closes Budi's conversation: his slot takes the waiting one, and open dashboards
+    // hear of the assignment on the live channel.
+    let mut ws = live(&app, &admin, None).await;
+    events_until(&mut ws, |e| e["t"] == "ready").await;
+    assert_eq!(
+        post_form(&app, &agus, &format!("/dash/c/{}/close", budi.id), &[]).await,
+        303
+    );
+    let siti_key = siti.id.to_string();
+    events_until(&mut ws, |e| {
+        e["t"] == "feed" && e["kind"] == "state" && e["c"] == siti_key.as_str()
+    })
+    .await;
+    assert_eq!(
+        app.conversation_of(acme, SITI).unwrap().assigned_agent,
+        Some(agus_id.clone())
+    );
+    assert_eq!(
+        listed(&page(&app, &agus, "/dash/inbox?view=mine").await),
+        vec![SITI]
+    );
+
+    // A third waits; the admin gives it to Ana (away, never an agent before: a person decided),
+    // never to a viewer. It is Ana's from then on, and the audit log says who did it.
+    customer_writes(&app, ACME_PHONE, STRANGER, "wamid.r3", "agent please").await;
+    let third = handed_off(STRANGER).await;
+    assert_eq!(third.assigned_agent, None);
+    let assign = format!("/dash/c/{}/assign", third.id);
+    assert_eq!(
+        post_form(&app, &admin, &assign, &[("agent", vera_id.as_str())]).await,
+        400
+    );
+    assert_eq!(
+        post_form(&app, &admin, &assign, &[("agent", ana_id.as_str())]).await,
+        303
+    );
+    assert_eq!(
+        app.conversation_of(acme, STRANGER).unwrap().assigned_agent,
+        Some(ana_id.clone())
+    );
+    let ana = people_session(&app, "ana@acme.test").await;
+    assert_eq!(
+        listed(&page(&app, &ana, "/dash/inbox?view=mine").await),
+        vec![STRANGER]
+    );
+    let audit = app.audit("action=conversation.assigned").await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["target"] == format!("conversation {}", third.id)
+                && e["actor"]["label"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Adi")),
+        "{audit:?}"
+    );
+
+    // Going away passes on what Agus has not picked up yet: Siti waits in the queue again.
+    assert_eq!(
+        post_form(&app, &agus, "/dash/presence", &[("online", "0")]).await,
+        303
+    );
+    assert_eq!(
+        presence_of(page(&app, &agus, "/dash/inbox").await).as_deref(),
+        Some("Away · 0/1")
+    );
+    assert_eq!(
+        app.conversation_of(acme, SITI).unwrap().assigned_agent,
+        None
+    );
+}
+
+#[tokio::test]
+async fn analytics_and_routing_pages_follow_roles_and_outlets() {
+    // Offline assistant without knowledge: it tells each customer it does not know.
+    let app = TestApp::start(Options {
+        llm: Llm::Offline,
+        status_webhooks: false,
+        ..Options::default()
+    })
+    .await;
+    let acme = app.create_tenant("acme").await;
+    app.put(
+        "/api/v1/tenants/acme/billing/plan",
+        json!({"plan": "enterprise"}),
+    )
+    .await;
+    let a = app.create_outlet("acme", "Kemang").await;
+    let b = app.create_outlet("acme", "Bandung").await;
+    app.add_cloud_channel_in("acme", ACME_PHONE, Some(&a)).await;
+    app.add_cloud_channel_in("acme", OTHER_PHONE, Some(&b))
+        .await;
+    customer_writes(
+        &app,
+        ACME_PHONE,
+        BUDI,
+        "wamid.s1",
+        "Is there a Kemang menu?",
+    )
+    .await;
+    customer_writes(
+        &app,
+        OTHER_PHONE,
+        SITI,
+        "wamid.s2",
+        "Is there a Bandung menu?",
+    )
+    .await;
+    customer_writes(&app, OTHER_PHONE, STRANGER, "wamid.s3", "Do you deliver?").await;
+    app.wait_for(WAIT, |a| (a.conversations(acme).len() == 3).then_some(()))
+        .await;
+    app.wait_idle().await;
+    app.create_user("acme", "vera@acme.test", "viewer", &[&a])
+        .await;
+    let vera = people_session(&app, "vera@acme.test").await;
+    let admin = sign_in(&app, "acme", "admin", "Adi", "").await;
+
+    // The admin sees the whole tenant: figures, charts, and the questions nobody answered.
+    let all = page(&app, &admin, "/dash/analytics").await;
+    assert_eq!(by_id(&all, "fig-conversations").as_deref(), Some("3"));
+    assert_eq!(
+        by_id(&all, "fig-messages").as_deref(),
+        Some("3 / 3 / 0"),
+        "{all}"
+    );
+    assert_eq!(all.matches("<svg").count(), 4, "charts inline");
+    assert!(all.contains("Is there a Bandung menu?") && all.contains("Do you deliver?"));
+    let only_b = page(&app, &admin, &format!("/dash/analytics?outlet={b}")).await;
+    assert_eq!(by_id(&only_b, "fig-conversations").as_deref(), Some("2"));
+    let before = page(
+        &app,
+        &admin,
+        "/dash/analytics?from=2024-05-01&to=2024-05-31",
+    )
+    .await;
+    assert_eq!(by_id(&before, "fig-conversations").as_deref(), Some("0"));
+    assert_eq!(
+        status_of(
+            &app,
+            &admin,
+            "/dash/analytics?from=2024-05-02&to=2024-05-01"
+        )
+        .await,
+        400
+    );
+
+    // A viewer of Kemang sees Kemang's figures only, and is refused another outlet's (or the
+    // numbers without an outlet), on the page and in the CSV.
+    let hers = page(&app, &vera, "/dash/analytics").await;
+    assert_eq!(by_id(&hers, "fig-conversations").as_deref(), Some("1"));
+    assert!(hers.contains("Is there a Kemang menu?"), "{hers}");
+    assert!(!hers.contains("Bandung"), "{hers}");
+    for path in [
+        format!("/dash/analytics?outlet={b}"),
+        "/dash/analytics?outlet=none".to_string(),
+        format!("/dash/analytics/export/days?outlet={b}"),
+    ] {
+        assert_eq!(status_of(&app, &vera, &path).await, 403, "{path}");
+    }
+    let csv = page(&app, &vera, "/dash/analytics/export/unanswered").await;
+    assert!(csv.starts_with("question,count,last_seen"), "{csv}");
+    assert!(
+        csv.contains("Is there a Kemang menu?,1,") && !csv.contains("Bandung"),
+        "{csv}"
+    );
+    assert_eq!(
+        status_of(&app, &vera, "/dash/analytics/export/nonsense").await,
+        404
+    );
+
+    // The routing page is the admins': hours per outlet, routing settings.
+    assert_eq!(status_of(&app, &vera, "/dash/admin/routing").await, 403);
+    let routing = page(&app, &admin, "/dash/admin/routing").await;
+    assert!(routing.contains("Kemang") && routing.contains("No hours set: always open."));
+    let hours = |day: &'static str, text: &'static str| [("outlet", a.as_str()), (day, text)];
+    assert_eq!(
+        post_form(
+            &app,
+            &admin,
+            "/dash/admin/routing/hours",
+            &hours("monday", "25:00-26:00")
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        post_form(
+            &app,
+            &admin,
+            "/dash/admin/routing/hours",
+            &[("outlet", a.as_str())]
+        )
+        .await,
+        400,
+        "a blank form would close the outlet all week"
+    );
+    assert_eq!(
+        post_form(
+            &app,
+            &admin,
+            "/dash/admin/routing/hours",
+            &hours("monday", "08:00-12:00, 13:00-17:00")
+        )
+        .await,
+        303
+    );
+    let set = app
+        .get(&format!("/api/v1/tenants/acme/outlets/{a}/hours"))
+        .await;
+    assert_eq!(set["monday"].as_array().unwrap().len(), 2, "{set}");
+    assert_eq!(set["monday"][1]["close"], "17:00");
+    assert!(set["sunday"].as_array().unwrap().is_empty());
+    assert!(page(&app, &admin, "/dash/admin/routing")
+        .await
+        .contains("value=\"08:00-12:00, 13:00-17:00\""));
+    assert_eq!(
+        post_form(
+            &app,
+            &admin,
+            "/dash/admin/routing/settings",
+            &[("allow_bot_return", "1"), ("unhelpful_turn_limit", "3")]
+        )
+        .await,
+        303
+    );
+    let settings = app.get("/api/v1/tenants/acme/routing/settings").await;
+    assert_eq!(
+        settings,
+        json!({"allow_bot_return": true, "unhelpful_turn_limit": 3})
+    );
 }
 
 #[tokio::test]
@@ -1396,17 +1845,6 @@ async fn page_upload(
         .await
         .unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-async fn status_of(app: &TestApp, who: &Http, path: &str) -> u16 {
-    no_redirects()
-        .get(format!("{}{}", app.url, path))
-        .header("cookie", &who.cookie)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// Text as askama escapes it into a page.

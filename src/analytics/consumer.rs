@@ -202,6 +202,11 @@ impl Folder<'_, '_, '_> {
             Author::Agent => self.update_day(&day, tracked.outlet, |d| d.agent_messages += 1)?,
             Author::Customer | Author::System => return Ok(()),
         }
+        // A reply that said "I don't know, want a person?" (no handoff) left its question as
+        // unanswered as a no-answer handoff does.
+        if let (Author::Assistant, Some(question)) = (m.author, &m.unanswered) {
+            self.unanswered(conversation, tracked.outlet, question, at)?;
+        }
         let first_reply = !tracked.replied;
         let first_agent_reply = m.author == Author::Agent && !tracked.agent_replied;
         if !first_reply && !first_agent_reply {

@@ -9,7 +9,9 @@ use super::language::{self, Lang};
 use super::llm::{ChatMessage, ChatRequest, ChatResponse, LlmClient, ToolDef};
 use super::{intent, Assistant, KnowledgePassage};
 use crate::billing::meter::TokenUsage;
-use crate::conversations::actions::{clear_pending_turn, hand_off_with, queue_outbound_claimed};
+use crate::conversations::actions::{
+    clear_pending_turn, hand_off_with, mark_unanswered, queue_outbound_claimed,
+};
 use crate::conversations::routing::{self, Routed};
 use crate::conversations::turns::{ScheduledTurn, TurnFuture, TurnResult, TurnRunner};
 use crate::conversations::{
@@ -27,6 +29,9 @@ pub enum Decision {
     Reply {
         text: String,
         sources: Vec<Source>,
+        /// The knowledge base had nothing for the question: the reply says so (and offers a
+        /// person) rather than answering, and counts as an unanswered question.
+        unanswered: bool,
     },
     HandOff {
         reason: HandoffReason,
@@ -362,9 +367,11 @@ impl Assistant {
                     notice: language::holding_message(lang).into(),
                 };
             }
+            // With no passage to stand on, the model can only say it does not know.
             return Decision::Reply {
                 text: truncate_for_whatsapp(&text),
                 sources: sources.clone(),
+                unanswered: passages.is_empty(),
             };
         }
         Decision::HandOff {
@@ -429,11 +436,15 @@ impl Assistant {
                 };
                 let queued = match &decision {
                     Decision::Silent => false,
-                    Decision::Reply { text, sources } => {
+                    Decision::Reply {
+                        text,
+                        sources,
+                        unanswered,
+                    } => {
                         if facts.unhelpful {
                             c.unhelpful_turns += 1;
                         }
-                        queue_outbound_claimed(
+                        let mut m = queue_outbound_claimed(
                             ctx,
                             tenant,
                             &mut c,
@@ -445,6 +456,9 @@ impl Assistant {
                             sources.clone(),
                             reply.message,
                         )?;
+                        if *unanswered {
+                            mark_unanswered(ctx, tenant, &mut m, facts.question.clone())?;
+                        }
                         true
                     }
                     Decision::HandOff { reason, notice } => {
@@ -559,6 +573,7 @@ fn offline_answer(passages: &[KnowledgePassage], lang: Lang, policy: NoAnswerPol
             Decision::Reply {
                 text: truncate_for_whatsapp(answer),
                 sources: vec![best.to_source()],
+                unanswered: false,
             }
         }
         _ => match policy {
@@ -569,6 +584,7 @@ fn offline_answer(passages: &[KnowledgePassage], lang: Lang, policy: NoAnswerPol
             NoAnswerPolicy::OfferHuman => Decision::Reply {
                 text: language::dont_know_offer_human(lang).into(),
                 sources: Vec::new(),
+                unanswered: true,
             },
         },
     }
@@ -617,9 +633,13 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         match offline_answer(&[], Lang::English, NoAnswerPolicy::OfferHuman) {
-            Decision::Reply { text, sources } => {
+            Decision::Reply {
+                text,
+                sources,
+                unanswered,
+            } => {
                 assert!(text.contains("don't know"), "{text}");
-                assert!(sources.is_empty());
+                assert!(sources.is_empty() && unanswered);
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -640,9 +660,14 @@ mod tests {
             Lang::English,
             NoAnswerPolicy::HandOff,
         ) {
-            Decision::Reply { text, sources } => {
+            Decision::Reply {
+                text,
+                sources,
+                unanswered,
+            } => {
                 assert_eq!(text, "Latte costs 35000.");
                 assert_eq!(sources, vec![passage.to_source()]);
+                assert!(!unanswered);
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -96,6 +96,7 @@ fn store_outbound(
         failure: None,
         attempts: u32::from(status == MessageStatus::Sending),
         sources,
+        unanswered: None,
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
@@ -109,6 +110,23 @@ fn store_outbound(
         },
     )?;
     Ok(message)
+}
+
+/// Marks an assistant reply queued in this same commit as one that had no grounded answer for
+/// `question` (see [`Message::unanswered`]). It rewrites the row before the commit, so the feed
+/// and the reply's event, read after the commit, only ever see the marked reply.
+pub fn mark_unanswered(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    message: &mut Message,
+    question: String,
+) -> Result<(), StoreError> {
+    message.unanswered = Some(question);
+    ctx.tenant(tenant).put(
+        &MESSAGES,
+        &message_key(message.conversation, message.id),
+        message,
+    )
 }
 
 /// Stores an internal note (never sent to the customer).
@@ -133,6 +151,7 @@ pub fn add_note(
         failure: None,
         attempts: 0,
         sources: Vec::new(),
+        unanswered: None,
     };
     conversation.last_message_ms = now;
     conversation.message_count += 1;
@@ -312,19 +331,8 @@ pub async fn agent_reply(
         .await
 }
 
-/// Hands the conversation back to the assistant.
-pub async fn hand_back(
-    store: &Store,
-    tenant: TenantId,
-    conversation: ConversationId,
-) -> Result<Conversation, StoreError> {
-    hand_back_routed(store, tenant, conversation)
-        .await
-        .map(|(c, _)| c)
-}
-
-/// [`hand_back`], also returning the queued conversations the freed agent slot went to (for
-/// live updates).
+/// Hands the conversation back to the assistant. Also returns the queued conversations the
+/// freed agent slot went to (for live updates).
 pub async fn hand_back_routed(
     store: &Store,
     tenant: TenantId,
@@ -358,19 +366,8 @@ pub async fn hand_back_routed(
 }
 
 /// Closes the conversation and announces `conversation.completed`. The customer's next message
-/// opens a new conversation (in bot mode), so closing never reopens a handoff loop.
-pub async fn close(
-    store: &Store,
-    tenant: TenantId,
-    conversation: ConversationId,
-) -> Result<Conversation, StoreError> {
-    close_routed(store, tenant, conversation)
-        .await
-        .map(|(c, _)| c)
-}
-
-/// [`close`], also returning the queued conversations the freed agent slot went to (for live
-/// updates).
+/// opens a new conversation (in bot mode), so closing never reopens a handoff loop. Also returns
+/// the queued conversations the freed agent slot went to (for live updates).
 pub async fn close_routed(
     store: &Store,
     tenant: TenantId,

@@ -1,5 +1,6 @@
-//! What agents add to conversations: an assignee, labels, private notes, template messages, and
-//! the tenant's canned responses. Each change is committed with its live-feed entry.
+//! What agents add to conversations: labels, private notes, template messages, and the tenant's
+//! canned responses. Each change is committed with its live-feed entry. (Who a conversation is
+//! assigned to is routing's: `Conversation::assigned_agent`.)
 
 use std::collections::HashMap;
 
@@ -12,10 +13,11 @@ use crate::storage::collections as tags;
 use crate::storage::{Collection, ConversationId, Record, Store, StoreError, TenantId};
 use crate::whatsapp::outbound::OutboundContent;
 
+/// Rows written before assignment moved to routing also hold an `assignee` (a display name);
+/// it is ignored on reading and dropped on the next write.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ConversationExtras {
-    /// The agent the conversation is assigned to (their display name until people land).
-    pub assignee: Option<String>,
+    #[serde(default)]
     pub labels: Vec<String>,
 }
 
@@ -84,49 +86,6 @@ pub fn all_extras(
         .into_iter()
         .filter_map(|(k, v)| Some((ConversationId::from_slice(&k)?, v)))
         .collect())
-}
-
-fn clean_name(s: &str, field: &str) -> Result<String, StoreError> {
-    let s = s.trim();
-    if s.is_empty() || s.chars().count() > 60 {
-        return Err(rejected(
-            "invalid_input",
-            format!("{field}: must be 1-60 characters"),
-        ));
-    }
-    Ok(s.to_string())
-}
-
-/// Assigns the conversation to `assignee` (None: unassigns), with a note for the record.
-pub async fn assign(
-    store: &Store,
-    tenant: TenantId,
-    conversation: ConversationId,
-    assignee: Option<String>,
-) -> Result<ConversationExtras, StoreError> {
-    let assignee = assignee
-        .filter(|a| !a.trim().is_empty())
-        .map(|a| clean_name(&a, "assignee"))
-        .transpose()?;
-    store
-        .write(move |ctx| {
-            let mut c = load_open(ctx, tenant, conversation)?;
-            let mut t = ctx.tenant(tenant);
-            let mut extras = t.get(&EXTRAS, conversation.as_bytes())?.unwrap_or_default();
-            if extras.assignee == assignee {
-                return Ok(extras);
-            }
-            extras.assignee = assignee.clone();
-            t.put(&EXTRAS, conversation.as_bytes(), &extras)?;
-            let note = match &assignee {
-                Some(a) => format!("Assigned to {a}"),
-                None => "Unassigned".into(),
-            };
-            add_note(ctx, tenant, &mut c, Author::System, note)?;
-            put_conversation(&mut ctx.tenant(tenant), &c)?;
-            Ok(extras)
-        })
-        .await
 }
 
 /// Replaces the conversation's labels (trimmed, lower-cased, deduplicated).
@@ -329,6 +288,15 @@ pub async fn delete_canned(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extras_written_with_an_assignee_still_read() {
+        let old = br#"{"assignee":"Ana","labels":["vip"]}"#;
+        let mut bytes = ConversationExtras::VERSION.to_le_bytes().to_vec();
+        bytes.extend_from_slice(old);
+        let read: ConversationExtras = crate::storage::record::decode(&bytes).unwrap();
+        assert_eq!(read.labels, vec!["vip".to_string()]);
+    }
 
     #[test]
     fn template_names_and_languages_are_checked() {

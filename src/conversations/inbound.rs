@@ -378,6 +378,7 @@ fn file_into_conversation(
         failure: None,
         attempts: 0,
         sources: Vec::new(),
+        unanswered: None,
     };
     // The message's feed entry also announces its conversation's change (same commit).
     put_message(t, &message, FeedKind::Message)?;

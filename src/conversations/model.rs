@@ -305,11 +305,31 @@ pub struct Message {
     pub failure: Option<String>,
     pub attempts: u32,
     pub sources: Vec<Source>,
+    /// On an assistant reply that had no grounded answer to give (it said it does not know and
+    /// offered a person, as the `offer_human` no-answer policy does, instead of handing off):
+    /// the customer's question. Analytics lists it among the unanswered questions, as it does
+    /// the question of a no-answer handoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered: Option<String>,
 }
 
 impl Record for Message {
-    const VERSION: u16 = 1;
+    const VERSION: u16 = 2;
     const NAME: &'static str = "message";
+
+    /// Version 1 had no `unanswered` mark: such replies read as unmarked.
+    fn upgrade(version: u16, json: &[u8]) -> Result<Self, crate::storage::StoreError> {
+        match version {
+            1 => serde_json::from_slice(json).map_err(|e| {
+                crate::storage::StoreError::Corrupt(format!("{} value unreadable: {e}", Self::NAME))
+            }),
+            v => Err(crate::storage::StoreError::Corrupt(format!(
+                "{} has layout version {v}, this binary reads only {}",
+                Self::NAME,
+                Self::VERSION
+            ))),
+        }
+    }
 }
 
 /// Where a message lives, found from its wamid.

@@ -134,7 +134,6 @@ async fn take_over(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
-    let id = conversation.id;
     let taker = match &ctx.principal {
         Principal::Member(Member {
             kind: MemberKind::User { id, .. },
@@ -142,6 +141,20 @@ async fn take_over(
         }) => Some(id.to_string()),
         _ => None,
     };
+    let c = take_over_as(&state, tenant, conversation.id, taker, ctx.actor()).await?;
+    Ok(Json(c))
+}
+
+/// Takes the conversation over for `taker` (a user id; None for the operator or an API key),
+/// announces every conversation whose assignment changed, and records it in the audit log. The
+/// API and the dashboard both take over through here.
+pub(crate) async fn take_over_as(
+    state: &AppState,
+    tenant: TenantId,
+    id: ConversationId,
+    taker: Option<String>,
+    actor: audit::Actor,
+) -> Result<Conversation, ApiError> {
     let (c, reassigned) = actions::take_over_by(&state.store, tenant, id, taker).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
     for other in reassigned {
@@ -150,7 +163,7 @@ async fn take_over(
     audit::record_now(
         &state.store,
         AuditEntry::new(
-            ctx.actor(),
+            actor,
             "conversation.taken_over",
             format!("conversation {id}"),
         )
@@ -158,7 +171,7 @@ async fn take_over(
         .detail(serde_json::json!({"outlet": c.outlet})),
     )
     .await?;
-    Ok(Json(c))
+    Ok(c)
 }
 
 #[derive(Deserialize)]
@@ -186,13 +199,24 @@ async fn hand_back(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
-    let id = conversation.id;
+    Ok(Json(
+        hand_back_announced(&state, tenant, conversation.id).await?,
+    ))
+}
+
+/// Hands back to the assistant and announces the conversations the freed slot went to (the API
+/// and the dashboard).
+pub(crate) async fn hand_back_announced(
+    state: &AppState,
+    tenant: TenantId,
+    id: ConversationId,
+) -> Result<Conversation, ApiError> {
     let (c, routed) = actions::hand_back_routed(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
     for other in routed {
         state.live.publish(LiveUpdate::assignment(tenant, other));
     }
-    Ok(Json(c))
+    Ok(c)
 }
 
 async fn close(
@@ -201,11 +225,21 @@ async fn close(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Conversation>, ApiError> {
     let (tenant, conversation) = conversation_for(&state, &ctx, &id)?;
-    let id = conversation.id;
+    Ok(Json(
+        close_announced(&state, tenant, conversation.id).await?,
+    ))
+}
+
+/// Closes and announces the conversations the freed slot went to (the API and the dashboard).
+pub(crate) async fn close_announced(
+    state: &AppState,
+    tenant: TenantId,
+    id: ConversationId,
+) -> Result<Conversation, ApiError> {
     let (c, routed) = actions::close_routed(&state.store, tenant, id).await?;
     state.live.publish(LiveUpdate::state(tenant, id));
     for other in routed {
         state.live.publish(LiveUpdate::assignment(tenant, other));
     }
-    Ok(Json(c))
+    Ok(c)
 }

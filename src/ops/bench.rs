@@ -145,6 +145,7 @@ async fn fill(
                         failure: None,
                         attempts: 0,
                         sources: Vec::new(),
+                        unanswered: None,
                     };
                     t.put(&MESSAGES, &message_key(conversation, m.id), &m)?;
                 }

@@ -108,7 +108,7 @@ impl From<RoutingError> for ApiError {
     }
 }
 
-fn announce(state: &AppState, tenant: TenantId, changed: &[ConversationId]) {
+pub(crate) fn announce(state: &AppState, tenant: TenantId, changed: &[ConversationId]) {
     for c in changed {
         state.live.publish(LiveUpdate::assignment(tenant, *c));
     }
@@ -135,7 +135,11 @@ fn admin_or_self(ctx: &TenantCtx, agent: &str) -> Result<(), ApiError> {
 }
 
 /// The person an agent row is for: an active user of the tenant who works conversations.
-fn agent_user(state: &AppState, tenant: TenantId, agent: &str) -> Result<User, ApiError> {
+pub(crate) fn agent_user(
+    state: &AppState,
+    tenant: TenantId,
+    agent: &str,
+) -> Result<User, ApiError> {
     let id: UserId = agent
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_input", "agent: not a user id"))?;
@@ -160,7 +164,7 @@ fn agent_user(state: &AppState, tenant: TenantId, agent: &str) -> Result<User, A
 
 /// The outlets to store for an agent: never wider than the outlets the person works for (an
 /// outlet-limited person's "all outlets" is their own outlets).
-fn agent_outlets(
+pub(crate) fn agent_outlets(
     state: &AppState,
     tenant: TenantId,
     user: &User,
@@ -209,13 +213,24 @@ async fn put_agent(
     Path((_, agent)): Path<(String, String)>,
     body: Result<Json<AgentUpdate>, JsonRejection>,
 ) -> Result<Json<AgentView>, ApiError> {
-    let Json(mut update) = body?;
-    let tenant = ctx.id();
-    let user = agent_user(&state, tenant, &agent)?;
-    update.outlets = agent_outlets(&state, tenant, &user, &agent, update.outlets.take())?;
-    let changed = super::update_agent(&state.store, tenant, &agent, update).await?;
-    announce(&state, tenant, &changed.conversations);
-    Ok(Json(changed.value))
+    let Json(update) = body?;
+    Ok(Json(update_person(&state, ctx.id(), &agent, update).await?))
+}
+
+/// Creates or updates the agent row of the person `agent` (a user id): they must work
+/// conversations, and serve no outlet they do not work for. Announces the conversations it
+/// routed. The API and the dashboard's routing page change agents through here.
+pub(crate) async fn update_person(
+    state: &AppState,
+    tenant: TenantId,
+    agent: &str,
+    mut update: AgentUpdate,
+) -> Result<AgentView, ApiError> {
+    let user = agent_user(state, tenant, agent)?;
+    update.outlets = agent_outlets(state, tenant, &user, agent, update.outlets.take())?;
+    let changed = super::update_agent(&state.store, tenant, agent, update).await?;
+    announce(state, tenant, &changed.conversations);
+    Ok(changed.value)
 }
 
 async fn delete_agent(
@@ -242,17 +257,29 @@ async fn presence(
 ) -> Result<Json<AgentView>, ApiError> {
     admin_or_self(&ctx, &agent)?;
     let Json(p) = body?;
-    let tenant = ctx.id();
-    let user = agent_user(&state, tenant, &agent)?;
-    // Going online for the first time makes the person an agent of their own outlets.
-    let update = AgentUpdate {
-        online: Some(p.online),
-        outlets: agent_outlets(&state, tenant, &user, &agent, None)?,
-        capacity: None,
-    };
-    let changed = super::update_agent(&state.store, tenant, &agent, update).await?;
-    announce(&state, tenant, &changed.conversations);
-    Ok(Json(changed.value))
+    Ok(Json(
+        set_presence(&state, ctx.id(), &agent, p.online).await?,
+    ))
+}
+
+/// The person `agent` goes online or away (the API and the dashboard's header). Going online
+/// for the first time makes the person an agent of their own outlets.
+pub(crate) async fn set_presence(
+    state: &AppState,
+    tenant: TenantId,
+    agent: &str,
+    online: bool,
+) -> Result<AgentView, ApiError> {
+    update_person(
+        state,
+        tenant,
+        agent,
+        AgentUpdate {
+            online: Some(online),
+            ..AgentUpdate::default()
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -384,12 +411,26 @@ async fn assign(
         ));
     }
     let Json(body) = body?;
-    let changed = super::assign(&state.store, tenant, id, body.agent).await?;
-    announce(&state, tenant, &changed.conversations);
+    Ok(Json(
+        assign_audited(&state, tenant, id, body.agent, ctx.actor()).await?,
+    ))
+}
+
+/// Assigns through routing (`None`: back to the queue), announces every conversation whose
+/// assignment changed, and records it in the audit log (the API and the dashboard).
+pub(crate) async fn assign_audited(
+    state: &AppState,
+    tenant: TenantId,
+    id: ConversationId,
+    agent: Option<String>,
+    actor: crate::people::audit::Actor,
+) -> Result<Conversation, ApiError> {
+    let changed = super::assign(&state.store, tenant, id, agent).await?;
+    announce(state, tenant, &changed.conversations);
     crate::people::audit::record_now(
         &state.store,
         crate::people::audit::AuditEntry::new(
-            ctx.actor(),
+            actor,
             "conversation.assigned",
             format!("conversation {id}"),
         )
@@ -397,5 +438,5 @@ async fn assign(
         .detail(serde_json::json!({"agent": changed.value.assigned_agent})),
     )
     .await?;
-    Ok(Json(changed.value))
+    Ok(changed.value)
 }

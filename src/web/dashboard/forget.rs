@@ -1,5 +1,5 @@
 //! Forgetting deleted conversations (a customer's erasure, retention) in what the dashboard keeps:
-//! agents' additions (notes, labels, assignee), the live feed's entries about them, and the inbox
+//! agents' additions (notes, labels), the live feed's entries about them, and the inbox
 //! search index.
 
 use std::sync::Arc;

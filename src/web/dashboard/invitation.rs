@@ -36,18 +36,7 @@ struct InvitationPage {
 }
 
 fn signed_out_nav() -> Nav {
-    Nav {
-        page: "invitation",
-        signed_in: false,
-        tenant: String::new(),
-        user: String::new(),
-        role: "",
-        is_admin: false,
-        is_operator: false,
-        csrf: String::new(),
-        cursor: 0,
-        flash: None,
-    }
+    Nav::signed_out_on("invitation")
 }
 
 /// The form, with a fresh double-submit token in its field and in a cookie.

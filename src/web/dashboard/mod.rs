@@ -3,6 +3,7 @@
 //! signed-in tab) that pushes the changes of the conversations its viewer may see.
 
 pub mod admin;
+pub mod analytics;
 pub mod audit;
 pub mod error;
 pub mod forget;
@@ -12,6 +13,7 @@ pub mod knowledge;
 pub mod live;
 pub mod pages;
 pub mod plan;
+pub mod routing;
 pub mod search;
 pub mod session;
 pub mod users;
@@ -90,6 +92,8 @@ pub fn api() -> Api {
         .post("/dash/canned/delete", Page, pages::canned_delete)
         .get("/dash/live", Page, live::socket)
         .merge(admin::api())
+        .merge(routing::api())
+        .merge(analytics::api())
         .get("/static/app.css", Public, css)
         .get("/static/live.js", Public, js)
         .map_router(|r| r.layer(axum::middleware::map_response(page_headers)))

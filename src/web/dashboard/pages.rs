@@ -7,10 +7,13 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
+use super::routing::{self as dash_routing, Candidate, MyPresence, Team};
 use super::session::{self, MaybeViewer, Role, Viewer};
 use super::views::{self, MessageView, Names, RowView};
 use super::DashError;
 use crate::conversations::extras::{self, CannedResponse, ConversationExtras};
+use crate::conversations::routes as conversation_api;
+use crate::conversations::routing::routes as routing_api;
 use crate::conversations::{self, feed, Conversation, ConversationState, LiveUpdate};
 use crate::storage::{ConversationId, OutletId};
 use crate::tenants;
@@ -29,6 +32,8 @@ pub struct Nav {
     pub csrf: String,
     pub cursor: u64,
     pub flash: Option<String>,
+    /// The signed-in person's own presence (people who work conversations only).
+    pub presence: Option<MyPresence>,
 }
 
 impl Nav {
@@ -46,12 +51,14 @@ impl Nav {
             csrf: v.csrf.clone(),
             cursor: feed::latest_seq(&state.store, v.tenant)?,
             flash: None,
+            presence: dash_routing::my_presence(state, v)?,
         })
     }
 
-    fn signed_out() -> Self {
+    /// The bar of a page for people who are not signed in (`page` names it).
+    pub fn signed_out_on(page: &'static str) -> Self {
         Self {
-            page: "signin",
+            page,
             signed_in: false,
             tenant: String::new(),
             user: String::new(),
@@ -61,6 +68,7 @@ impl Nav {
             csrf: String::new(),
             cursor: 0,
             flash: None,
+            presence: None,
         }
     }
 }
@@ -104,7 +112,7 @@ fn signin_page(
 ) -> Result<Response, DashError> {
     let csrf = session::random_token();
     let page = SignInPage {
-        nav: Nav::signed_out(),
+        nav: Nav::signed_out_on("signin"),
         csrf: csrf.clone(),
         error,
         tenant,
@@ -185,6 +193,7 @@ pub async fn signin(
         role,
         outlets,
         name: name.to_string(),
+        user: None,
         operator: true,
         csrf: String::new(),
         session_id: 0,
@@ -241,6 +250,7 @@ pub async fn signout(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, DashError> {
     viewer.check_csrf(&f.csrf)?;
+    dash_routing::signed_out(&state, &viewer).await;
     if let Some(secret) = session::cookie_value(&headers, session::SESSION_COOKIE) {
         state.dashboard.sessions.remove(&secret);
     }
@@ -310,11 +320,14 @@ impl ListParams {
         q
     }
 
+    /// Assignment is routing's: "mine" is what routing gave the signed-in person (or they took
+    /// over), "unassigned" is what waits for a person with nobody on it (routing's queue, and
+    /// conversations taken over by no agent), "pending" is every handoff not picked up yet.
     fn matches(&self, viewer: &Viewer, c: &Conversation, x: &ConversationExtras) -> bool {
         let open = c.state != ConversationState::Closed;
         let in_view = match self.view() {
-            "mine" => open && x.assignee.as_deref() == Some(viewer.name.as_str()),
-            "unassigned" => open && x.assignee.is_none(),
+            "mine" => open && viewer.user.is_some() && c.assigned_agent == viewer.user,
+            "unassigned" => open && c.state != ConversationState::Bot && c.assigned_agent.is_none(),
             "pending" => c.state == ConversationState::PendingHuman,
             "closed" => !open,
             _ => open,
@@ -398,6 +411,8 @@ fn listing(
         outlets: &outlets,
         channels: &channels,
     };
+    let team = Team::load(state, tenant)?;
+    let places = dash_routing::queue_places(state, tenant)?;
     let mut rows = Vec::new();
     for c in conversations {
         if rows.len() >= LIST_LIMIT {
@@ -410,6 +425,8 @@ fn listing(
         let last = conversations::recent_messages(&state.store, tenant, c.id, 1)?;
         let mut row = views::row_view(&c, x, last.last(), &names, &viewer.time_zone);
         row.current = current == Some(c.id);
+        row.assignee = c.assigned_agent.as_deref().map(|u| team.name_of(u));
+        row.waiting = places.get(&c.id).map(|p| dash_routing::queue_text(*p));
         rows.push(row);
     }
     let view = params.view().to_string();
@@ -514,6 +531,13 @@ pub struct Head {
     state_label: &'static str,
     handoff_reason: Option<String>,
     assignee: Option<String>,
+    /// Its place in its outlet's queue, while it waits for an agent.
+    waiting: Option<String>,
+    /// While it waits: the team is away (outside business hours) and until when.
+    away: Option<String>,
+    /// Whom it may be assigned to (handed-off conversations only).
+    candidates: Vec<Candidate>,
+    can_assign: bool,
     labels: Vec<String>,
     labels_text: String,
     window_open: bool,
@@ -523,7 +547,6 @@ pub struct Head {
     can_act: bool,
     role: &'static str,
     csrf: String,
-    me: String,
 }
 
 /// The conversation, if it is the viewer's tenant's and of an outlet the viewer works for.
@@ -579,6 +602,20 @@ fn head(
     let outlets = tenants::list_outlets(&state.store, viewer.tenant)?;
     let channel = tenants::get_channel(&state.store, viewer.tenant, c.channel)?;
     let (window_open, window_text) = window_text(c, crate::events::now_ms(), &viewer.time_zone);
+    let team = Team::load(state, viewer.tenant)?;
+    let handed_off = matches!(
+        c.state,
+        ConversationState::PendingHuman | ConversationState::Human
+    );
+    let waiting = dash_routing::queue_places(state, viewer.tenant)?
+        .get(&c.id)
+        .map(|p| dash_routing::queue_text(*p));
+    let away = match c.state {
+        ConversationState::PendingHuman if c.assigned_agent.is_none() => {
+            dash_routing::away_text(state, viewer.tenant, &viewer.time_zone, c.outlet)?
+        }
+        _ => None,
+    };
     Ok(Head {
         id: c.id.to_string(),
         name: c
@@ -592,8 +629,16 @@ fn head(
             .handoff_reason
             .as_ref()
             .filter(|_| c.state != ConversationState::Bot)
-            .map(|r| r.describe()),
-        assignee: x.assignee.clone(),
+            .map(views::reason_text),
+        assignee: c.assigned_agent.as_deref().map(|u| team.name_of(u)),
+        waiting,
+        away,
+        candidates: if handed_off {
+            team.candidates(c.outlet, c.assigned_agent.as_deref())
+        } else {
+            Vec::new()
+        },
+        can_assign: handed_off && viewer.can_act(),
         labels: x.labels.clone(),
         labels_text: x.labels.join(", "),
         window_open,
@@ -605,7 +650,6 @@ fn head(
         can_act: viewer.can_act(),
         role: viewer.role.as_str(),
         csrf: viewer.csrf.clone(),
-        me: viewer.name.clone(),
     })
 }
 
@@ -653,8 +697,9 @@ pub struct ActionForm {
     csrf: String,
     #[serde(default)]
     text: String,
+    /// The user id to assign to (empty: nobody).
     #[serde(default)]
-    assignee: String,
+    agent: String,
     #[serde(default)]
     labels: String,
     #[serde(default)]
@@ -674,50 +719,65 @@ pub async fn act(
     viewer.require_agent()?;
     let c = visible_conversation(&state, &viewer, &id)?;
     let (store, tenant, cid) = (&state.store, viewer.tenant, c.id);
+    // Take over, hand back, close and assign go through the functions the JSON API uses, which
+    // route, announce and audit; the rest announce here.
     let update = match action.as_str() {
         "takeover" => {
-            conversations::actions::take_over(store, tenant, cid).await?;
-            // Taking over makes it yours unless someone already has it.
-            let x = extras::extras_of(store, tenant, cid)?;
-            if x.assignee.is_none() {
-                extras::assign(store, tenant, cid, Some(viewer.name.clone())).await?;
+            // A person takes it for themselves (routing makes it theirs); the operator's
+            // sessions are nobody's agent and leave the assignment as it is.
+            if let Some(user) = &viewer.user {
+                dash_routing::ensure_agent(&state, tenant, user).await?;
             }
-            LiveUpdate::state(tenant, cid)
+            conversation_api::take_over_as(
+                &state,
+                tenant,
+                cid,
+                viewer.user.clone(),
+                viewer.actor(),
+            )
+            .await?;
+            None
         }
         "handback" => {
-            conversations::actions::hand_back(store, tenant, cid).await?;
-            LiveUpdate::state(tenant, cid)
+            conversation_api::hand_back_announced(&state, tenant, cid).await?;
+            None
         }
         "close" => {
-            conversations::actions::close(store, tenant, cid).await?;
-            LiveUpdate::state(tenant, cid)
+            conversation_api::close_announced(&state, tenant, cid).await?;
+            None
+        }
+        "assign" => {
+            let agent = Some(f.agent.trim().to_string()).filter(|a| !a.is_empty());
+            if let Some(user) = &agent {
+                Team::load(&state, tenant)?.check_candidate(user, c.outlet)?;
+                dash_routing::ensure_agent(&state, tenant, user).await?;
+            }
+            routing_api::assign_audited(&state, tenant, cid, agent, viewer.actor()).await?;
+            None
         }
         "reply" => {
             let text = expand_canned(&state, &viewer, &f.text)?;
             conversations::actions::agent_reply(store, tenant, cid, text).await?;
-            LiveUpdate::message(tenant, cid)
-        }
-        "assign" => {
-            let who = Some(f.assignee.trim().to_string()).filter(|a| !a.is_empty());
-            extras::assign(store, tenant, cid, who).await?;
-            LiveUpdate::state(tenant, cid)
+            Some(LiveUpdate::message(tenant, cid))
         }
         "labels" => {
             let labels = f.labels.split(',').map(str::to_string).collect();
             extras::set_labels(store, tenant, cid, labels).await?;
-            LiveUpdate::state(tenant, cid)
+            Some(LiveUpdate::state(tenant, cid))
         }
         "note" => {
             extras::private_note(store, tenant, cid, viewer.name.clone(), f.text.clone()).await?;
-            LiveUpdate::message(tenant, cid)
+            Some(LiveUpdate::message(tenant, cid))
         }
         "template" => {
             extras::send_template(store, tenant, cid, f.name.clone(), f.language.clone()).await?;
-            LiveUpdate::message(tenant, cid)
+            Some(LiveUpdate::message(tenant, cid))
         }
         _ => return Err(DashError::NotFound("no such action".into())),
     };
-    state.live.publish(update);
+    if let Some(update) = update {
+        state.live.publish(update);
+    }
     Ok(Redirect::to(&format!("/dash/c/{cid}")).into_response())
 }
 

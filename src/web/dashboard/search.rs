@@ -540,6 +540,7 @@ mod tests {
             failure: None,
             attempts: 0,
             sources: vec![],
+            unanswered: None,
         }
     }
 

@@ -67,6 +67,10 @@ pub struct Viewer {
     /// Outlets this person works for; empty means all of the tenant's.
     pub outlets: Vec<OutletId>,
     pub name: String,
+    /// The people service's user id of a person signed in with an account: who routing assigns
+    /// conversations to and whose presence the header sets. None for the operator's sessions,
+    /// which act on conversations but are nobody's agent.
+    pub user: Option<String>,
     /// The group's operator (all tenants, plans). The temporary sign-in takes the operator
     /// token, so every session it makes is the operator's.
     pub operator: bool,
@@ -108,6 +112,23 @@ impl Viewer {
             Ok(())
         } else {
             Err(DashError::Forbidden("this page is for admins".into()))
+        }
+    }
+    /// Who acted, for the audit log.
+    pub fn actor(&self) -> crate::people::audit::Actor {
+        match &self.user {
+            Some(id) => crate::people::audit::Actor {
+                kind: "user".into(),
+                id: Some(id.clone()),
+                label: self.name.clone(),
+                ip: None,
+            },
+            None => crate::people::audit::Actor {
+                kind: "operator".into(),
+                id: None,
+                label: format!("operator token (dashboard, as {})", self.name),
+                ip: None,
+            },
         }
     }
     /// Every state-changing form carries the session's token; a forged cross-site POST cannot.
@@ -249,7 +270,7 @@ fn people_viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>
     else {
         return Ok(None);
     };
-    let MemberKind::User { email, .. } = &member.kind else {
+    let MemberKind::User { id, email } = &member.kind else {
         return Ok(None);
     };
     let Some(tenant) = crate::tenants::get_tenant(&state.store, member.tenant)?
@@ -273,6 +294,7 @@ fn people_viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>
         role,
         outlets: member.outlets.clone(),
         name: email.clone(),
+        user: Some(id.to_string()),
         operator: false,
         csrf: crate::people::sessions::csrf_token(&token),
         // Marks this session's tabs for presence; the top bit keeps it apart from the
@@ -309,6 +331,7 @@ mod tests {
             role,
             outlets,
             name: "Ana".into(),
+            user: None,
             operator: false,
             csrf: String::new(),
             session_id: 0,

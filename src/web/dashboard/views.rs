@@ -5,7 +5,7 @@ use askama::Template;
 
 use crate::conversations::extras::ConversationExtras;
 use crate::conversations::{
-    Author, Conversation, ConversationState, Message, MessageBody, MessageStatus,
+    Author, Conversation, ConversationState, HandoffReason, Message, MessageBody, MessageStatus,
 };
 use crate::tenants::{Channel, Outlet};
 
@@ -106,6 +106,47 @@ pub fn state_label(s: ConversationState) -> &'static str {
     }
 }
 
+/// Why a conversation was handed to a person, in a sentence for the conversation view.
+pub fn reason_text(reason: &HandoffReason) -> String {
+    match reason {
+        HandoffReason::CustomerAsked => "the customer asked for a person.".into(),
+        HandoffReason::NoGroundedAnswer => {
+            "the knowledge base has no answer to the customer's question.".into()
+        }
+        HandoffReason::ToolCall { detail } => {
+            format!("the assistant decided a person should answer (\u{201c}{detail}\u{201d}).")
+        }
+        HandoffReason::ProviderFailure { detail } => format!(
+            "the assistant could not reach its language model ({}).",
+            detail.replace('_', " ")
+        ),
+        HandoffReason::ToolLoop => "the assistant kept calling tools without answering.".into(),
+        HandoffReason::NonTextMessage => {
+            "the customer sent something the assistant cannot read.".into()
+        }
+        HandoffReason::RepeatedUnhelpful => {
+            "the customer kept finding the assistant's answers unhelpful.".into()
+        }
+        HandoffReason::QuotaExhausted => {
+            "the plan's assistant replies for this period are used up.".into()
+        }
+        HandoffReason::Complaint { keyword } => format!(
+            "the customer seems upset or is complaining (they wrote \u{201c}{keyword}\u{201d})."
+        ),
+    }
+}
+
+/// The same, in a few words for an inbox row.
+pub fn reason_short(reason: &HandoffReason) -> String {
+    match reason {
+        HandoffReason::Complaint { keyword } => format!(
+            "{} (\u{201c}{keyword}\u{201d})",
+            HandoffReason::label(reason.code())
+        ),
+        other => HandoffReason::label(other.code()).to_string(),
+    }
+}
+
 pub struct RowView {
     pub id: String,
     pub name: String,
@@ -116,7 +157,12 @@ pub struct RowView {
     pub when: String,
     pub outlet: Option<String>,
     pub channel: Option<String>,
+    /// Who routing gave it to (or took it over), by name.
     pub assignee: Option<String>,
+    /// Why it was handed off, while a person has it or it waits for one.
+    pub reason: Option<String>,
+    /// Its place in its outlet's queue.
+    pub waiting: Option<String>,
     pub labels: Vec<String>,
     pub current: bool,
 }
@@ -158,7 +204,18 @@ pub fn row_view(
             .iter()
             .find(|x| x.id == c.channel)
             .map(|x| x.name.clone()),
-        assignee: extras.assignee.clone(),
+        assignee: None,
+        reason: c
+            .handoff_reason
+            .as_ref()
+            .filter(|_| {
+                matches!(
+                    c.state,
+                    ConversationState::PendingHuman | ConversationState::Human
+                )
+            })
+            .map(reason_short),
+        waiting: None,
         labels: extras.labels.clone(),
         current: false,
     }
@@ -194,6 +251,29 @@ mod tests {
             failure: None,
             attempts: 0,
             sources: vec![],
+            unanswered: None,
+        }
+    }
+
+    #[test]
+    fn handoff_reasons_read_as_plain_words() {
+        let upset = HandoffReason::Complaint {
+            keyword: "kecewa".into(),
+        };
+        assert!(reason_text(&upset).contains("\u{201c}kecewa\u{201d}"));
+        assert!(reason_short(&upset).starts_with("Anger or complaint"));
+        let down = HandoffReason::ProviderFailure {
+            detail: "upstream_timeout".into(),
+        };
+        assert!(reason_text(&down).contains("(upstream timeout)"));
+        for r in [
+            HandoffReason::CustomerAsked,
+            HandoffReason::NoGroundedAnswer,
+            HandoffReason::RepeatedUnhelpful,
+            HandoffReason::QuotaExhausted,
+        ] {
+            assert_ne!(reason_short(&r), "Other");
+            assert!(reason_text(&r).ends_with('.'));
         }
     }
 
