@@ -152,10 +152,13 @@ fn crash_point() {
     }
 }
 
+/// The synthetic migration's format: one past this binary's.
+const NEXT: u32 = format::CURRENT_FORMAT + 1;
+
 fn migrations() -> Vec<Migration> {
     let mut list = format::migrations();
     list.push(Migration {
-        to: 2,
+        to: NEXT,
         name: "synthetic: rename name to full_name",
         rewrite: to_v2,
     });
@@ -197,7 +200,7 @@ fn migration_child() {
     };
     let dir = std::path::PathBuf::from(std::env::var("WACRM_TEST_MIGRATION_DIR").unwrap());
     let mut batches = 0;
-    let result = format::upgrade(&dir, 2, &migrations(), BATCH, &mut |_| {
+    let result = format::upgrade(&dir, NEXT, &migrations(), BATCH, &mut |_| {
         batches += 1;
         if mode == "park" && batches == 3 {
             std::fs::write(dir.join("parked"), "").unwrap();
@@ -228,22 +231,28 @@ fn spawn_child(dir: &Path, mode: &str) -> std::process::Child {
 fn after_crash_then_resume(dir: &Path) {
     // Three whole batches are in, the interrupted one is not; the format is still the old one.
     assert_eq!(converted(dir), 3 * BATCH as u32);
-    assert_eq!(format::read_format_file(dir).unwrap(), Some(1));
+    assert_eq!(
+        format::read_format_file(dir).unwrap(),
+        Some(format::CURRENT_FORMAT)
+    );
     {
         let db = Database::open(dir.join("wacrm.redb")).unwrap();
-        assert_eq!(format::database_format(&db).unwrap(), 1);
+        assert_eq!(
+            format::database_format(&db).unwrap(),
+            format::CURRENT_FORMAT
+        );
     }
-    let outcome = format::upgrade(dir, 2, &migrations(), BATCH, &mut |_| {}).unwrap();
+    let outcome = format::upgrade(dir, NEXT, &migrations(), BATCH, &mut |_| {}).unwrap();
     assert!(outcome.resumed);
-    assert_eq!((outcome.from, outcome.to), (1, 2));
+    assert_eq!((outcome.from, outcome.to), (format::CURRENT_FORMAT, NEXT));
     assert_eq!(converted(dir), ROWS);
-    assert_eq!(format::read_format_file(dir).unwrap(), Some(2));
+    assert_eq!(format::read_format_file(dir).unwrap(), Some(NEXT));
     // The backup was taken once, before the first batch, and still holds the old layout.
     let backup = outcome.backup.unwrap();
     assert_eq!(converted(&backup), 0);
     let check = wacrm::ops::check::check_database(&dir.join("wacrm.redb")).unwrap();
     assert!(check.integrity);
-    // An older binary (this one reads up to 1) now refuses the directory.
+    // An older binary (this one reads up to CURRENT_FORMAT) now refuses the directory.
     let err = format::prepare(dir).unwrap_err();
     assert_eq!(err.code(), "format_too_new");
 }

@@ -18,7 +18,7 @@ use crate::storage::{meta_key, StoreError, GLOBAL_TABLE, TENANT_TABLE};
 
 pub const FORMAT_FILE: &str = "FORMAT";
 /// The format this binary writes. 0 is a directory written before formats were recorded.
-pub const CURRENT_FORMAT: u32 = 1;
+pub const CURRENT_FORMAT: u32 = 2;
 /// Where the pre-migration backups go, inside the data directory.
 pub const BACKUPS_DIR: &str = "backups";
 
@@ -91,12 +91,22 @@ pub struct Migration {
 
 /// The migrations of this binary, oldest first.
 pub fn migrations() -> Vec<Migration> {
-    vec![Migration {
-        to: 1,
-        // Layouts are unchanged; v1 starts recording the version itself.
-        name: "record the data format version",
-        rewrite: |_, _, _| Ok(None),
-    }]
+    vec![
+        Migration {
+            to: 1,
+            // Layouts are unchanged; v1 starts recording the version itself.
+            name: "record the data format version",
+            rewrite: |_, _, _| Ok(None),
+        },
+        Migration {
+            to: 2,
+            // Rows are read as they are (messages v1 still decode); from here on messages may be
+            // written as v2 (the unanswered-question mark), which a format-1 binary cannot read:
+            // the bump makes such a binary refuse the directory instead of failing on a row.
+            name: "messages may carry the unanswered-question mark",
+            rewrite: |_, _, _| Ok(None),
+        },
+    ]
 }
 
 /// Where a migration got to; committed with each batch.
