@@ -70,3 +70,36 @@ pub fn refusal(e: impl Into<ApiError>) -> Result<(StatusCode, String), DashError
     }
     Ok((e.status, e.message))
 }
+
+/// An admin's form post: the signed-in viewer (an admin), its fields, and its CSRF token already
+/// checked, in that order (a forged token is refused before the role is looked at).
+pub struct AdminForm {
+    pub viewer: super::Viewer,
+    pub fields: Fields,
+}
+
+impl axum::extract::FromRequest<crate::web::AppState> for AdminForm {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &crate::web::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::FromRequestParts;
+        use axum::response::IntoResponse;
+        let (mut parts, body) = req.into_parts();
+        let viewer = super::Viewer::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let req = axum::extract::Request::from_parts(parts, body);
+        let axum::Form(fields) = axum::Form::<Vec<(String, String)>>::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let fields = Fields(fields);
+        viewer
+            .check_csrf(fields.get("csrf"))
+            .and_then(|()| viewer.require_admin())
+            .map_err(IntoResponse::into_response)?;
+        Ok(AdminForm { viewer, fields })
+    }
+}

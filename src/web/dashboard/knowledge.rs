@@ -17,7 +17,7 @@ use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{stamp, Acting};
-use super::forms::{id_field, refusal, Fields};
+use super::forms::{id_field, refusal, AdminForm};
 use super::pages::{html, Nav};
 use super::session::Viewer;
 use super::DashError;
@@ -444,13 +444,9 @@ async fn after<T>(
 
 async fn create_base(
     State(state): State<AppState>,
-    viewer: Viewer,
     Acting(actor): Acting,
-    Form(f): Form<Vec<(String, String)>>,
+    AdminForm { viewer, fields: f }: AdminForm,
 ) -> Result<Response, DashError> {
-    let f = Fields(f);
-    viewer.check_csrf(f.get("csrf"))?;
-    viewer.require_admin()?;
     let outlets = f.outlets(&state, viewer.tenant)?;
     let done = actions::create_base(
         &state.knowledge,
@@ -469,13 +465,9 @@ async fn create_base(
 
 async fn delete_base(
     State(state): State<AppState>,
-    viewer: Viewer,
     Acting(actor): Acting,
-    Form(f): Form<Vec<(String, String)>>,
+    AdminForm { viewer, fields: f }: AdminForm,
 ) -> Result<Response, DashError> {
-    let f = Fields(f);
-    viewer.check_csrf(f.get("csrf"))?;
-    viewer.require_admin()?;
     let kb: KnowledgeBaseId = id_field("kb", f.get("kb"))?;
     let done = actions::delete_base(&state.knowledge, viewer.tenant, kb, actor).await;
     after(&state, &viewer, done, "").await
@@ -483,13 +475,9 @@ async fn delete_base(
 
 async fn delete_document(
     State(state): State<AppState>,
-    viewer: Viewer,
     Acting(actor): Acting,
-    Form(f): Form<Vec<(String, String)>>,
+    AdminForm { viewer, fields: f }: AdminForm,
 ) -> Result<Response, DashError> {
-    let f = Fields(f);
-    viewer.check_csrf(f.get("csrf"))?;
-    viewer.require_admin()?;
     let doc: DocumentId = id_field("doc", f.get("doc"))?;
     let done = actions::delete_document(&state.knowledge, viewer.tenant, doc, actor).await;
     after(&state, &viewer, done, "").await

@@ -10,10 +10,9 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 
 use super::audit::{stamp, Acting};
-use super::forms::{id_field, refusal, Fields};
+use super::forms::{id_field, refusal, AdminForm, Fields};
 use super::pages::{html, Nav};
 use super::session::Viewer;
 use super::DashError;
@@ -205,13 +204,9 @@ async fn after<T>(
 
 async fn invite(
     State(state): State<AppState>,
-    viewer: Viewer,
     Acting(actor): Acting,
-    Form(f): Form<Vec<(String, String)>>,
+    AdminForm { viewer, fields: f }: AdminForm,
 ) -> Result<Response, DashError> {
-    let f = Fields(f);
-    viewer.check_csrf(f.get("csrf"))?;
-    viewer.require_admin()?;
     let new = NewInvitation {
         email: f.get("email").to_string(),
         role: role_field(&f)?,
@@ -232,13 +227,9 @@ async fn invite(
 
 async fn change(
     State(state): State<AppState>,
-    viewer: Viewer,
     Acting(actor): Acting,
-    Form(f): Form<Vec<(String, String)>>,
+    AdminForm { viewer, fields: f }: AdminForm,
 ) -> Result<Response, DashError> {
-    let f = Fields(f);
-    viewer.check_csrf(f.get("csrf"))?;
-    viewer.require_admin()?;
     let user: UserId = id_field("user", f.get("user"))?;
     let change = UserChange {
         role: Some(role_field(&f)?),
@@ -251,13 +242,9 @@ async fn change(
 
 async fn set_status(
     State(state): State<AppState>,
-    viewer: Viewer,
     Acting(actor): Acting,
-    Form(f): Form<Vec<(String, String)>>,
+    AdminForm { viewer, fields: f }: AdminForm,
 ) -> Result<Response, DashError> {
-    let f = Fields(f);
-    viewer.check_csrf(f.get("csrf"))?;
-    viewer.require_admin()?;
     let user: UserId = id_field("user", f.get("user"))?;
     let disabled = match f.get("disabled") {
         "true" => true,
@@ -274,13 +261,9 @@ async fn set_status(
 
 async fn revoke(
     State(state): State<AppState>,
-    viewer: Viewer,
     Acting(actor): Acting,
-    Form(f): Form<Vec<(String, String)>>,
+    AdminForm { viewer, fields: f }: AdminForm,
 ) -> Result<Response, DashError> {
-    let f = Fields(f);
-    viewer.check_csrf(f.get("csrf"))?;
-    viewer.require_admin()?;
     let id: InvitationId = id_field("invitation", f.get("invitation"))?;
     let done = invitations::revoke(&state.store, viewer.tenant, id, actor).await;
     after(&state, &viewer, done).await
