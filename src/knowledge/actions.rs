@@ -224,14 +224,12 @@ pub async fn add_files(
             .await
         {
             Ok(added) => outcome.documents.push(added),
-            Err(e @ (KnowledgeError::TooLarge { .. } | KnowledgeError::Invalid { .. })) => {
-                outcome.rejected.push(Rejected {
-                    filename: f.filename,
-                    code: e.code(),
-                    reason: e.to_string(),
-                })
-            }
-            Err(e) if e.code() == crate::billing::QUOTA_EXCEEDED => {
+            Err(e)
+                if matches!(
+                    e,
+                    KnowledgeError::TooLarge { .. } | KnowledgeError::Invalid { .. }
+                ) || e.code() == crate::billing::QUOTA_EXCEEDED =>
+            {
                 outcome.rejected.push(Rejected {
                     filename: f.filename,
                     code: e.code(),
