@@ -57,6 +57,7 @@ pub struct Running {
     server: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     stop_workers: watch::Sender<bool>,
+    pipeline_hold: watch::Sender<bool>,
 }
 
 impl Running {
@@ -71,6 +72,12 @@ impl Running {
             "http"
         };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// Lets the event consumers start on what ingress queued while they were held
+    /// (`LaunchOptions::hold_pipeline`). Does nothing if they were never held.
+    pub fn release_pipeline(&self) {
+        let _ = self.pipeline_hold.send(false);
     }
 
     /// Waits for the server to stop (after the shutdown future fired), then stops the workers:
@@ -168,11 +175,30 @@ pub fn llm_client(config: &Config) -> Result<Option<Arc<llm::LlmClient>>, Launch
     }
 }
 
+/// How to start, beyond the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LaunchOptions {
+    /// Start with the event consumers held: ingress accepts and queues durably, nothing is
+    /// handled until `Running::release_pipeline`. The ingest benchmark uses it to measure the
+    /// webhook path on its own, then the pipeline draining what it queued.
+    pub hold_pipeline: bool,
+}
+
 /// Starts everything on `listener`; stops when `shutdown` completes.
 pub async fn launch(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, LaunchError> {
+    launch_with(config, listener, shutdown, LaunchOptions::default()).await
+}
+
+/// [`launch`] with options.
+pub async fn launch_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: LaunchOptions,
 ) -> Result<Running, LaunchError> {
     let (store, mut receivers) = open_store(&config)?;
     let key = MasterKey::load_or_create(&config.data_dir.join(MASTER_KEY_FILE))?;
@@ -193,6 +219,7 @@ pub async fn launch(
     })
     .map_err(|e| LaunchError::Setup(format!("graph: {e}")))?;
     let (stop_workers, stop_rx) = watch::channel(false);
+    let (pipeline_hold, held) = watch::channel(options.hold_pipeline);
     let sender = SenderHandle::new(
         store.clone(),
         key.clone(),
@@ -234,13 +261,17 @@ pub async fn launch(
         let rx = receivers
             .remove(&handler.consumer())
             .ok_or_else(|| LaunchError::Setup("consumer wired twice".into()))?;
-        workers.push(tokio::spawn(Dispatcher::run(
-            store.clone(),
-            handler,
-            rx,
-            concurrency,
-            stop_rx.clone(),
-        )));
+        let (store, stop, mut held) = (store.clone(), stop_rx.clone(), held.clone());
+        workers.push(tokio::spawn(async move {
+            // While held, live envelopes wait in the channel; the dispatcher then loads the
+            // whole backlog from redb and skips the live copies of what it loaded.
+            let mut stopping = stop.clone();
+            tokio::select! {
+                _ = held.wait_for(|held| !*held) => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            Dispatcher::run(store, handler, rx, concurrency, stop).await
+        }));
     }
     workers.push(tokio::spawn(run_scheduler(
         store.clone(),
@@ -357,5 +388,6 @@ pub async fn launch(
         server,
         workers,
         stop_workers,
+        pipeline_hold,
     })
 }

@@ -1,5 +1,11 @@
 use clap::Parser;
 
+// glibc's malloc spent a sixth of the webhook path's CPU in locking and chunk consolidation
+// across the writer, notifier and runtime threads (perf, `wacrm bench ingest`); mimalloc's
+// per-thread heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = wacrm::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::BenchError;
-use crate::app::{launch, Running};
+use crate::app::{launch_with, LaunchOptions, Running};
 use crate::config::{Config, Secret};
 use crate::storage::TenantId;
 use crate::tenants::{self, NewChannel, NewChannelKind, NewTenant};
@@ -64,13 +64,23 @@ impl BenchApp {
     /// Launches on `config` (its data_dir and listen are overridden by the caller) and connects
     /// the channel through the same store functions the API uses.
     pub async fn start(config: Config) -> Result<Self, BenchError> {
+        Self::start_with(config, LaunchOptions::default()).await
+    }
+
+    /// [`BenchApp::start`] with launch options (a held pipeline).
+    pub async fn start_with(config: Config, options: LaunchOptions) -> Result<Self, BenchError> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| BenchError::Setup(format!("cannot bind 127.0.0.1:0: {e}")))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = launch(config, listener, async {
-            let _ = stopped.await;
-        })
+        let running = launch_with(
+            config,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            options,
+        )
         .await
         .map_err(|e| BenchError::Setup(format!("launch: {e}")))?;
         let store = running.store().clone();
@@ -131,6 +141,17 @@ impl BenchApp {
 
     pub fn store(&self) -> Option<&crate::storage::Store> {
         self.running.as_ref().map(|r| r.store())
+    }
+
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().map(|r| r.addr)
+    }
+
+    /// Starts the held event consumers (see `LaunchOptions::hold_pipeline`).
+    pub fn release_pipeline(&self) {
+        if let Some(running) = &self.running {
+            running.release_pipeline();
+        }
     }
 
     /// Graceful stop: in-flight work finishes, queued work stays in the (throwaway) store.

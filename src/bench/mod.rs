@@ -8,6 +8,7 @@ pub mod harness;
 pub mod ingest;
 pub mod kb;
 pub mod live;
+pub mod meta_client;
 pub mod metering;
 pub mod pipeline;
 pub mod stats;

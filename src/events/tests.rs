@@ -192,3 +192,79 @@ async fn transient_failures_are_retried_and_permanent_ones_parked() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+#[test]
+fn prepared_events_store_what_publish_stores() {
+    use crate::storage::record::{decode, encode};
+    use crate::whatsapp::payload::{InboundMessage, MessageContent};
+    let tenant = TenantId::new();
+    let payload = EventPayload::InboundMessage {
+        channel: crate::storage::ChannelId::new(),
+        profile_name: Some("Budi \"B\" Santoso".into()),
+        message: Box::new(InboundMessage {
+            wamid: "wamid.HBgN\u{00e9}".into(),
+            from: "6281234567890".into(),
+            from_user_id: None,
+            timestamp: 1_700_000_000,
+            content: MessageContent::Text {
+                body: "Halo\nbuka jam berapa? \u{1f600} \\ </tag>".into(),
+            },
+            context: None,
+            referral: None,
+            raw: serde_json::json!({"id": "wamid.x", "type": "text", "text": {"body": "Halo\n\u{1f600}"}}),
+        }),
+    };
+    let mut event = PreparedEvent::new(tenant, payload.clone()).unwrap();
+    // Incoming messages go to two consumers; each gets the payload.
+    assert_eq!(event.copies.len(), 2);
+    for (seq, consumer) in [(7u64, Consumer::Conversations), (8, Consumer::Analytics)] {
+        let envelope = Envelope {
+            seq,
+            consumer,
+            tenant,
+            at_ms: event.at_ms,
+            payload: payload.clone(),
+        };
+        let prepared = Encoded::<Envelope>::from_mirror(&EnvelopeRow {
+            seq,
+            consumer,
+            tenant,
+            at_ms: event.at_ms,
+            payload: &event.json,
+        })
+        .unwrap();
+        assert_eq!(prepared.as_bytes(), encode(&envelope).unwrap().as_slice());
+        assert_eq!(decode::<Envelope>(prepared.as_bytes()).unwrap(), envelope);
+    }
+    // Published twice, as a write job is when its batch is retried: the second run finds the
+    // up-front copies taken and still stores and hands on the whole payload.
+    let dir = tempfile::tempdir().unwrap();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let listener = heard.clone();
+    let store = Store::open(
+        &dir.path().join("test.redb"),
+        64,
+        Box::new(move |events| listener.lock().unwrap().extend(events)),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shared = Arc::new(Mutex::new(event));
+    for _ in 0..2 {
+        let shared = shared.clone();
+        runtime
+            .block_on(store.write(move |ctx| publish_prepared(ctx, &mut shared.lock().unwrap())))
+            .unwrap();
+    }
+    let stored = store
+        .read(|r| r.operator().scan(&EVENT_QUEUE, &[], false, usize::MAX))
+        .unwrap();
+    assert_eq!(stored.len(), 4);
+    assert!(stored.iter().all(|(_, e)| e.payload == payload));
+    // The listener hears of a commit before its writer is answered.
+    let heard = heard.lock().unwrap();
+    assert_eq!(heard.len(), 4);
+    assert!(heard.iter().all(|e| e.payload == payload));
+}

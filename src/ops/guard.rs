@@ -14,7 +14,7 @@ use super::clientip::ClientInfo;
 use super::metrics;
 use crate::web::AppState;
 
-const WEBHOOK_PATH: &str = "/webhooks/whatsapp";
+use crate::whatsapp::routes::WEBHOOK_PATH;
 
 fn refuse(status: StatusCode, retry_after_s: u64, code: &str, message: &str) -> Response {
     (

@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use redb::{ReadOnlyTable, ReadableTable, Table, TableDefinition};
 
 use super::ids::TenantId;
-use super::record::{decode, encode, Record};
+use super::record::{decode, encode, Encoded, Record};
 use super::StoreError;
 
 /// Raw table definitions: public for whole-store operations only (backup, migration, checks).
@@ -218,6 +218,23 @@ impl<'t> TenantWrite<'_, 't> {
         Ok(true)
     }
 
+    /// [`TenantWrite::insert_new`] of a value encoded beforehand.
+    pub fn insert_new_encoded<V: Record>(
+        &mut self,
+        collection: &Collection<V>,
+        key: &[u8],
+        value: &Encoded<V>,
+    ) -> Result<bool, StoreError> {
+        if self.contains(collection, key)? {
+            return Ok(false);
+        }
+        let full = tenant_key(&self.tenant, collection.tag, key);
+        self.tables
+            .tenant
+            .insert(full.as_slice(), value.as_bytes())?;
+        Ok(true)
+    }
+
     pub fn delete<V: Record>(
         &mut self,
         collection: &Collection<V>,
@@ -264,6 +281,16 @@ macro_rules! operator_read_methods {
                 Some(value) => decode(value.value()).map(Some),
                 None => Ok(None),
             }
+        }
+
+        /// Whether a row exists, without decoding it.
+        pub fn contains<V: Record>(
+            &self,
+            collection: &GlobalCollection<V>,
+            key: &[u8],
+        ) -> Result<bool, StoreError> {
+            let full = global_key(collection.tag, key);
+            Ok(self.global_ref().get(full.as_slice())?.is_some())
         }
 
         pub fn scan<V: Record>(
@@ -321,6 +348,20 @@ macro_rules! global_write_methods {
             self.tables
                 .global
                 .insert(full.as_slice(), bytes.as_slice())?;
+            Ok(())
+        }
+
+        /// [`Self::put`] of a value encoded beforehand.
+        pub fn put_encoded<V: Record>(
+            &mut self,
+            collection: &GlobalCollection<V>,
+            key: &[u8],
+            value: &Encoded<V>,
+        ) -> Result<(), StoreError> {
+            let full = global_key(collection.tag, key);
+            self.tables
+                .global
+                .insert(full.as_slice(), value.as_bytes())?;
             Ok(())
         }
 

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::payload::{ChangeBatch, InboundMessage};
-use crate::events::{publish, EventPayload};
+use crate::events::{publish, publish_prepared, EventPayload, PreparedEvent};
 use crate::storage::collections as tags;
+use crate::storage::record::Encoded;
 use crate::storage::{ChannelId, Collection, Record, Store, StoreError, TenantId};
 use crate::tenants::crypto::MasterKey;
 use crate::tenants::{self, TenantError};
@@ -190,6 +191,9 @@ pub fn route_and_verify(
 
 /// Stores every message of the verified batches once (by wamid) together with its event, and every
 /// status event, in one durable commit. Returns after the commit.
+///
+/// Every row is encoded here, on the request's task, before the write: the writer thread commits
+/// for all requests, and at full speed its time per message is what bounds ingress.
 pub async fn store_batches(
     store: &Store,
     batches: Vec<VerifiedBatch>,
@@ -198,65 +202,94 @@ pub async fn store_batches(
     if batches.is_empty() {
         return Ok(());
     }
-    let batches = Arc::new(batches);
+    let mut items = Vec::new();
+    for vb in batches {
+        let ChangeBatch {
+            contacts,
+            messages,
+            statuses,
+            ..
+        } = vb.batch;
+        let marker = Encoded::new(&Received {
+            at_ms: crate::events::now_ms(),
+            channel: vb.channel,
+        })?;
+        let marker = Arc::new(marker);
+        for message in messages {
+            let profile_name = contacts
+                .iter()
+                .find(|c| c.wa_id == message.from)
+                .and_then(|c| c.name.clone());
+            items.push(Item {
+                tenant: vb.tenant,
+                key: message.wamid.clone().into_bytes(),
+                marker: marker.clone(),
+                is_message: true,
+                event: PreparedEvent::new(
+                    vb.tenant,
+                    EventPayload::InboundMessage {
+                        channel: vb.channel,
+                        profile_name,
+                        message: Box::new(message),
+                    },
+                )?,
+            });
+        }
+        for status in statuses {
+            items.push(Item {
+                tenant: vb.tenant,
+                key: format!(
+                    "status:{}:{}",
+                    status.wamid,
+                    String::from(status.status.clone())
+                )
+                .into_bytes(),
+                marker: marker.clone(),
+                is_message: false,
+                event: PreparedEvent::new(
+                    vb.tenant,
+                    EventPayload::InboundStatus {
+                        channel: vb.channel,
+                        status,
+                    },
+                )?,
+            });
+        }
+    }
     let (stored, duplicates, statuses) = store
         .write(move |ctx| {
             let mut stored = 0;
             let mut duplicates = 0;
             let mut statuses = 0;
-            for vb in batches.iter() {
+            let mut live: Option<(TenantId, bool)> = None;
+            for item in items.iter_mut() {
                 // A tenant deleted since routing gets nothing stored (its rows are gone for good).
-                if ctx
-                    .operator()
-                    .get(&crate::tenants::TENANTS, vb.tenant.as_bytes())?
-                    .is_none()
-                {
+                let tenant_exists = match live {
+                    Some((tenant, exists)) if tenant == item.tenant => exists,
+                    _ => {
+                        let exists = ctx
+                            .operator()
+                            .contains(&crate::tenants::TENANTS, item.tenant.as_bytes())?;
+                        live = Some((item.tenant, exists));
+                        exists
+                    }
+                };
+                if !tenant_exists {
                     continue;
                 }
-                let names: HashMap<&str, &str> = vb
-                    .batch
-                    .contacts
-                    .iter()
-                    .filter_map(|c| c.name.as_deref().map(|n| (c.wa_id.as_str(), n)))
-                    .collect();
-                for message in &vb.batch.messages {
-                    if store_message(
-                        ctx,
-                        vb.tenant,
-                        vb.channel,
-                        names.get(message.from.as_str()).map(|s| s.to_string()),
-                        message,
-                    )? {
-                        stored += 1;
-                    } else {
-                        duplicates += 1;
-                    }
+                let fresh = ctx.tenant(item.tenant).insert_new_encoded(
+                    &RECEIVED,
+                    &item.key,
+                    &item.marker,
+                )?;
+                if fresh {
+                    publish_prepared(ctx, &mut item.event)?;
                 }
-                for status in &vb.batch.statuses {
-                    let key = format!(
-                        "status:{}:{}",
-                        status.wamid,
-                        String::from(status.status.clone())
-                    );
-                    let fresh = ctx.tenant(vb.tenant).insert_new(
-                        &RECEIVED,
-                        key.as_bytes(),
-                        &Received {
-                            at_ms: crate::events::now_ms(),
-                            channel: vb.channel,
-                        },
-                    )?;
-                    if fresh {
-                        publish(
-                            ctx,
-                            vb.tenant,
-                            EventPayload::InboundStatus {
-                                channel: vb.channel,
-                                status: status.clone(),
-                            },
-                        )?;
-                        statuses += 1;
-                    }
+                match (item.is_message, fresh) {
+                    (true, true) => stored += 1,
+                    (true, false) => duplicates += 1,
+                    (false, true) => statuses += 1,
+                    (false, false) => {}
                 }
             }
             Ok((stored, duplicates, statuses))
@@ -266,6 +299,16 @@ pub async fn store_batches(
     report.duplicates += duplicates;
     report.statuses += statuses;
     Ok(())
+}
+
+/// One message or status of a webhook, ready for the writer.
+struct Item {
+    tenant: TenantId,
+    /// Its received-marker key: the wamid, or `status:{wamid}:{status}`.
+    key: Vec<u8>,
+    marker: Arc<Encoded<Received>>,
+    is_message: bool,
+    event: PreparedEvent,
 }
 
 /// Stores one inbound message and its event unless its wamid was seen before.

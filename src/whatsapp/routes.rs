@@ -20,16 +20,19 @@ use crate::tenants;
 use crate::web::auth::TenantCtx;
 use crate::web::{Access, Api, ApiError, AppState};
 
+/// The one callback URL of every channel.
+pub const WEBHOOK_PATH: &str = "/webhooks/whatsapp";
+
 /// Meta's payloads are small; anything near this is not a webhook.
 const WEBHOOK_BODY_LIMIT: usize = 3 * 1024 * 1024;
 
 pub fn api() -> Api {
     use Access::*;
     Api::new()
-        .get("/webhooks/whatsapp", Public, verify_subscription)
+        .get(WEBHOOK_PATH, Public, verify_subscription)
         .on(
             Method::POST,
-            "/webhooks/whatsapp",
+            WEBHOOK_PATH,
             Public,
             post(receive).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
