@@ -44,13 +44,16 @@ impl BenchError {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Signed webhooks over HTTP at full speed, against raw redb commits of the same records.
+    /// Signed webhooks over HTTP at full speed, against raw redb commits of the same records:
+    /// the webhook path alone (pipeline held), the pipeline catching up, and the webhook path
+    /// with the pipeline running beside it.
     Ingest {
-        /// Messages to send.
+        /// Messages to send, one per webhook.
         #[arg(long, default_value_t = 20_000)]
         messages: usize,
-        /// Concurrent HTTP clients.
-        #[arg(long, default_value_t = 64)]
+        /// Keep-alive connections, each with one webhook in flight (as Meta delivers). One
+        /// commit can hold at most this many webhooks, so it bounds the group commit.
+        #[arg(long, default_value_t = 256)]
         concurrency: usize,
         /// Directory for the throwaway data directories (default: the system temp dir). Put it
         /// on the disk the real data directory lives on.

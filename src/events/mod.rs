@@ -258,11 +258,10 @@ pub struct PreparedEvent {
     tenant: TenantId,
     at_ms: i64,
     json: Box<serde_json::value::RawValue>,
-    /// The payload each subscribed consumer is handed after the commit, cloned up front. A write
-    /// job may run again when another job of its batch fails: the copies are then gone and are
-    /// cloned from `payload` in the writer after all.
+    /// The payload each subscribed consumer is handed after the commit, made up front (the last
+    /// consumer gets the original). A write job may run again when another job of its batch
+    /// fails: the copies are then gone, and are decoded from `json` in the writer after all.
     copies: Vec<(Consumer, Option<EventPayload>)>,
-    payload: EventPayload,
 }
 
 /// The stored JSON of an [`Envelope`], with the payload already serialized: same fields, same
@@ -281,17 +280,26 @@ impl PreparedEvent {
         let json = serde_json::value::to_raw_value(&payload)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode event: {e}")))?;
         let topic = payload.topic();
-        let copies = Consumer::ALL
+        let consumers: Vec<Consumer> = Consumer::ALL
             .iter()
+            .copied()
             .filter(|c| c.subscribes_to(topic))
-            .map(|c| (*c, Some(payload.clone())))
             .collect();
+        let mut copies = Vec::with_capacity(consumers.len());
+        let mut original = Some(payload);
+        for (i, consumer) in consumers.iter().enumerate() {
+            let copy = if i + 1 == consumers.len() {
+                original.take()
+            } else {
+                original.clone()
+            };
+            copies.push((*consumer, copy));
+        }
         Ok(Self {
             tenant,
             at_ms: now_ms(),
             json,
             copies,
-            payload,
         })
     }
 }
@@ -312,12 +320,17 @@ pub fn publish_prepared(
         })?;
         ctx.operator()
             .put_encoded(&EVENT_QUEUE, &queue_key(*consumer, seq), &row)?;
+        let payload = match copy.take() {
+            Some(payload) => payload,
+            None => serde_json::from_str(event.json.get())
+                .map_err(|e| StoreError::Corrupt(format!("prepared event unreadable: {e}")))?,
+        };
         ctx.record_published(Envelope {
             seq,
             consumer: *consumer,
             tenant: event.tenant,
             at_ms: event.at_ms,
-            payload: copy.take().unwrap_or_else(|| event.payload.clone()),
+            payload,
         });
     }
     Ok(())

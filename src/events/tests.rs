@@ -214,9 +214,13 @@ fn prepared_events_store_what_publish_stores() {
             raw: serde_json::json!({"id": "wamid.x", "type": "text", "text": {"body": "Halo\n\u{1f600}"}}),
         }),
     };
-    let mut event = PreparedEvent::new(tenant, payload.clone()).unwrap();
+    let event = PreparedEvent::new(tenant, payload.clone()).unwrap();
     // Incoming messages go to two consumers; each gets the payload.
     assert_eq!(event.copies.len(), 2);
+    assert!(event
+        .copies
+        .iter()
+        .all(|(_, c)| c.as_ref() == Some(&payload)));
     for (seq, consumer) in [(7u64, Consumer::Conversations), (8, Consumer::Analytics)] {
         let envelope = Envelope {
             seq,
