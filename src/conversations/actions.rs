@@ -24,6 +24,22 @@ fn load(
         })
 }
 
+/// Loads a conversation that is still open: agents can no longer act on a closed one.
+fn load_open(
+    ctx: &mut WriteCtx<'_>,
+    tenant: TenantId,
+    conversation: ConversationId,
+) -> Result<Conversation, StoreError> {
+    let c = load(ctx, tenant, conversation)?;
+    if c.state == ConversationState::Closed {
+        return Err(StoreError::rejected(
+            "conflict",
+            "the conversation is closed",
+        ));
+    }
+    Ok(c)
+}
+
 /// Stores an outbound message as queued and publishes it for the sender, in the caller's commit.
 pub fn queue_outbound(
     ctx: &mut WriteCtx<'_>,
@@ -249,13 +265,7 @@ pub async fn take_over_by(
 ) -> Result<(Conversation, Vec<ConversationId>), StoreError> {
     store
         .write(move |ctx| {
-            let mut c = load(ctx, tenant, conversation)?;
-            if c.state == ConversationState::Closed {
-                return Err(StoreError::rejected(
-                    "conflict",
-                    "the conversation is closed",
-                ));
-            }
+            let mut c = load_open(ctx, tenant, conversation)?;
             c.state = ConversationState::Human;
             // Someone has it now: it no longer waits in the queue. Without a taker who is an
             // agent, whoever it was routed to keeps the slot.
@@ -299,10 +309,7 @@ pub async fn agent_reply(
     }
     store
         .write(move |ctx| {
-            let mut c = load(ctx, tenant, conversation)?;
-            if c.state == ConversationState::Closed {
-                return Err(StoreError::rejected("conflict", "the conversation is closed"));
-            }
+            let mut c = load_open(ctx, tenant, conversation)?;
             if !c.window_open(crate::events::now_ms()) {
                 return Err(StoreError::rejected(
                     "window_closed",
@@ -340,13 +347,7 @@ pub async fn hand_back_routed(
 ) -> Result<(Conversation, Vec<ConversationId>), StoreError> {
     store
         .write(move |ctx| {
-            let mut c = load(ctx, tenant, conversation)?;
-            if c.state == ConversationState::Closed {
-                return Err(StoreError::rejected(
-                    "conflict",
-                    "the conversation is closed",
-                ));
-            }
+            let mut c = load_open(ctx, tenant, conversation)?;
             c.state = ConversationState::Bot;
             c.handoff_reason = None;
             c.unhelpful_turns = 0;
