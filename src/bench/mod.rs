@@ -53,7 +53,7 @@ pub enum BenchCommand {
         messages: usize,
         /// Keep-alive connections, each with one webhook in flight (as Meta delivers). One
         /// commit can hold at most this many webhooks, so it bounds the group commit.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 64)]
         concurrency: usize,
         /// Directory for the throwaway data directories (default: the system temp dir). Put it
         /// on the disk the real data directory lives on.
