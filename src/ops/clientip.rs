@@ -132,20 +132,24 @@ pub async fn resolve_client(
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let info = proxies.resolve(peer, request.headers());
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // The request log is off unless debugging; its path copy is made only then (every webhook
+    // passes here).
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().path().to_string()));
     let client = info.ip;
     request.extensions_mut().insert(info);
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    tracing::debug!(
-        %client,
-        %method,
-        path,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
+    if let Some((method, path)) = logged {
+        tracing::debug!(
+            %client,
+            %method,
+            path,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
     response
 }
 

@@ -133,12 +133,16 @@ impl Api {
     pub fn into_router(self, state: &AppState) -> (Router<AppState>, Vec<RouteSpec>) {
         let gate = Gate {
             state: state.clone(),
-            table: Arc::new(
-                self.specs
-                    .iter()
-                    .map(|s| ((s.method.clone(), s.path), s.access))
-                    .collect(),
-            ),
+            table: Arc::new(self.specs.iter().fold(
+                HashMap::<&'static str, Vec<(Method, Access)>>::new(),
+                |mut table, s| {
+                    table
+                        .entry(s.path)
+                        .or_default()
+                        .push((s.method.clone(), s.access));
+                    table
+                },
+            )),
         };
         let router = self
             .router
@@ -150,30 +154,26 @@ impl Api {
 #[derive(Clone)]
 pub struct Gate {
     state: AppState,
-    table: Arc<HashMap<(Method, &'static str), Access>>,
+    /// Route pattern -> the methods declared on it, each with its rule. Looked up on every
+    /// request, so keyed by the pattern rather than scanned.
+    table: Arc<HashMap<&'static str, Vec<(Method, Access)>>>,
 }
 
 impl Gate {
     fn lookup(&self, method: &Method, path: &str) -> Result<Access, StatusCode> {
         let method = if method == Method::HEAD {
-            Method::GET
+            &Method::GET
         } else {
-            method.clone()
+            method
         };
-        let mut known_path = false;
-        for ((m, p), access) in self.table.iter() {
-            if *p == path {
-                if *m == method {
-                    return Ok(*access);
-                }
-                known_path = true;
-            }
-        }
-        Err(if known_path {
-            StatusCode::METHOD_NOT_ALLOWED
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        })
+        let Some(methods) = self.table.get(path) else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, access)| *access)
+            .ok_or(StatusCode::METHOD_NOT_ALLOWED)
     }
 }
 
@@ -183,9 +183,9 @@ pub async fn enforce(State(gate): State<Gate>, request: Request, next: Next) -> 
     let path = parts
         .extensions
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
+        .map(|p| p.as_str())
         .unwrap_or_default();
-    let access = match gate.lookup(&parts.method, &path) {
+    let access = match gate.lookup(&parts.method, path) {
         Ok(a) => a,
         Err(StatusCode::METHOD_NOT_ALLOWED) => {
             return StatusCode::METHOD_NOT_ALLOWED.into_response();
