@@ -13,18 +13,20 @@
 //! customer's message is never dropped because Meta changed or added something. Unknown fields are
 //! ignored everywhere.
 //!
-//! The body is parsed once: the top level into typed fields, everything under `entry` into a
-//! `serde_json::Value` tree. Typed views are then deserialized from parts of that tree, which lets
-//! each message keep its raw object without a second parse of the bytes.
+//! The envelope is parsed level by level (notification, entry, change, value), each level holding
+//! its children as raw slices of the body, so errors name their place without building a
+//! `serde_json::Value` tree of the whole body. Each message is parsed into a `Value` once: it is
+//! kept whole in [`InboundMessage::raw`], and its typed views are deserialized from parts of it.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 mod wire;
 use wire::{
-    from_value, view, view_obj, Obj, WireButton, WireChange, WireContext, WireEntry, WireError,
+    from_raw, view, view_obj, Obj, WireButton, WireChange, WireContext, WireEntry, WireError,
     WireInteractive, WireLocation, WireMedia, WireMessageHead, WireNotification, WireOrder,
     WireReaction, WireReferral, WireSharedContact, WireStatus, WireSystem, WireText, WireValue,
 };
@@ -444,10 +446,10 @@ pub fn parse_webhook_full(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
     let mut parsed = ParsedWebhook::default();
     for (i, entry) in notification.entry.into_iter().enumerate() {
         let path = format!("entry[{i}]");
-        let entry: WireEntry = from_value(entry, &path)?;
+        let entry: WireEntry = from_raw(entry, &path)?;
         for (j, change) in entry.changes.into_iter().enumerate() {
             let path = format!("{path}.changes[{j}]");
-            let change: WireChange = from_value(change, &path)?;
+            let change: WireChange = from_raw(change, &path)?;
             if change.field != MESSAGES_FIELD {
                 parsed.skipped.push(SkippedChange {
                     waba_id: entry.id.0.clone(),
@@ -464,11 +466,19 @@ pub fn parse_webhook_full(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
 
 fn parse_change_value(
     waba_id: String,
-    value: Value,
+    value: Option<&RawValue>,
     change_path: &str,
 ) -> Result<ChangeBatch, PayloadError> {
     let path = format!("{change_path}.value");
-    let value: WireValue = from_value(value, &path)?;
+    let value: WireValue = match value {
+        Some(value) => from_raw(value, &path)?,
+        None => {
+            return Err(PayloadError::at(
+                &path,
+                "missing or null, expected a JSON object",
+            ))
+        }
+    };
 
     let mut contacts = Vec::with_capacity(value.contacts.len());
     for (k, Obj(contact)) in value.contacts.into_iter().enumerate() {
@@ -514,7 +524,8 @@ fn parse_change_value(
     })
 }
 
-fn parse_message(raw: Value) -> Result<InboundMessage, String> {
+fn parse_message(raw: &RawValue) -> Result<InboundMessage, String> {
+    let raw: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
     let head = Obj::<WireMessageHead>::deserialize(&raw)
         .map(|o| o.0)
         .map_err(|e| e.to_string())?;
@@ -538,8 +549,8 @@ fn parse_message(raw: Value) -> Result<InboundMessage, String> {
     })
 }
 
-fn parse_status(raw: Value) -> Result<StatusUpdate, String> {
-    let status: WireStatus = serde_json::from_value::<Obj<_>>(raw)
+fn parse_status(raw: &RawValue) -> Result<StatusUpdate, String> {
+    let status: WireStatus = serde_json::from_str::<Obj<_>>(raw.get())
         .map(|o| o.0)
         .map_err(|e| e.to_string())?;
     let recipient_id = status

@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{
@@ -25,11 +26,12 @@ pub(super) fn view_obj<'a, T: Deserialize<'a>>(part: Option<&'a Value>) -> Optio
     view::<Obj<T>>(part).map(|o| o.0)
 }
 
-pub(super) fn from_value<T: serde::de::DeserializeOwned>(
-    value: Value,
+/// Parses one level of the envelope from its raw text, with `path` in front of any error.
+pub(super) fn from_raw<'a, T: Deserialize<'a>>(
+    raw: &'a RawValue,
     path: &str,
 ) -> Result<T, PayloadError> {
-    serde_json::from_value::<Obj<T>>(value)
+    serde_json::from_str::<Obj<T>>(raw.get())
         .map(|o| o.0)
         .map_err(|e| PayloadError::at(path, e))
 }
@@ -55,36 +57,43 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
 }
 
 // ---- Wire shapes (Meta's field names). Unknown fields are ignored by default. ----
+//
+// The envelope levels hold their children as raw slices of the body (`&RawValue`): each level is
+// parsed on its own, so an error names its place (`entry[0].changes[1].value`), yet no level is
+// built into a `Value` tree only to be converted again. Only a message becomes a `Value`, because
+// it is kept whole (`InboundMessage::raw`).
 
 #[derive(Deserialize)]
-pub(super) struct WireNotification {
+pub(super) struct WireNotification<'a> {
     pub(super) object: String,
-    pub(super) entry: Vec<Value>,
+    #[serde(borrow)]
+    pub(super) entry: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-pub(super) struct WireEntry {
+pub(super) struct WireEntry<'a> {
     pub(super) id: IdText,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) changes: Vec<Value>,
+    #[serde(default, deserialize_with = "nullable", borrow)]
+    pub(super) changes: Vec<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-pub(super) struct WireChange {
+pub(super) struct WireChange<'a> {
     pub(super) field: String,
-    #[serde(default)]
-    pub(super) value: Value,
+    /// `None` when absent or null.
+    #[serde(default, borrow)]
+    pub(super) value: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-pub(super) struct WireValue {
+pub(super) struct WireValue<'a> {
     pub(super) metadata: Obj<WireMetadata>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) contacts: Vec<Obj<WireContact>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) messages: Vec<Value>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) statuses: Vec<Value>,
+    #[serde(default, deserialize_with = "nullable", borrow)]
+    pub(super) messages: Vec<&'a RawValue>,
+    #[serde(default, deserialize_with = "nullable", borrow)]
+    pub(super) statuses: Vec<&'a RawValue>,
     #[serde(default, deserialize_with = "nullable")]
     pub(super) errors: Vec<Obj<WireError>>,
 }
