@@ -89,7 +89,7 @@ async fn a_redelivered_event_counts_once() {
                 content: MessageContent::Text { body: "hi".into() },
                 context: None,
                 referral: None,
-                raw: serde_json::Value::Null,
+                raw: serde_json::Value::Null.into(),
             }),
         })
         .await;

@@ -211,7 +211,8 @@ fn prepared_events_store_what_publish_stores() {
             },
             context: None,
             referral: None,
-            raw: serde_json::json!({"id": "wamid.x", "type": "text", "text": {"body": "Halo\n\u{1f600}"}}),
+            raw: serde_json::json!({"id": "wamid.x", "type": "text", "text": {"body": "Halo\n\u{1f600}"}})
+                .into(),
         }),
     };
     let event = PreparedEvent::new(tenant, payload.clone()).unwrap();

@@ -27,8 +27,9 @@ use serde_json::Value;
 mod wire;
 use wire::{
     from_raw, view, view_obj, Obj, WireButton, WireChange, WireContext, WireEntry, WireError,
-    WireInteractive, WireLocation, WireMedia, WireMessageHead, WireNotification, WireOrder,
-    WireReaction, WireReferral, WireSharedContact, WireStatus, WireSystem, WireText, WireValue,
+    WireInteractive, WireLocation, WireMedia, WireMessage, WireNotification, WireOrder,
+    WireReaction, WireReferral, WireSharedContact, WireStatus, WireSystem, WireText, WireTyped,
+    WireValue,
 };
 
 /// The only `object` value the WhatsApp Business Account webhook sends.
@@ -108,7 +109,68 @@ pub struct InboundMessage {
     pub context: Option<ReplyContext>,
     pub referral: Option<Referral>,
     /// The original message object, kept for audit and for types we do not model.
-    pub raw: Value,
+    pub raw: RawJson,
+}
+
+/// A JSON value kept as the text that was received: copying, storing and serializing it never
+/// builds a `Value` tree (a webhook's messages are stored twice, once per event consumer).
+#[derive(Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value as a tree, for inspection (tests, audits); the text is valid JSON by construction.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl From<&RawValue> for RawJson {
+    fn from(raw: &RawValue) -> Self {
+        RawJson(raw.to_owned())
+    }
+}
+
+impl From<Value> for RawJson {
+    fn from(value: Value) -> Self {
+        // A `Value` always serializes; the fallback is never taken.
+        let raw = serde_json::value::to_raw_value(&value).unwrap_or_else(|_| null_raw());
+        RawJson(raw)
+    }
+}
+
+fn null_raw() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
+}
+
+/// Equal when the JSON values are equal, whatever their spacing or key order.
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    /// Through a `Value`: a stored message sits inside an internally tagged enum
+    /// (`EventPayload`), whose buffered content cannot hand over raw text.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(RawJson::from)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -525,27 +587,26 @@ fn parse_change_value(
 }
 
 fn parse_message(raw: &RawValue) -> Result<InboundMessage, String> {
-    let raw: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-    let head = Obj::<WireMessageHead>::deserialize(&raw)
+    let message = serde_json::from_str::<Obj<WireMessage>>(raw.get())
         .map(|o| o.0)
         .map_err(|e| e.to_string())?;
-    let from = head
+    let content = parse_content(&message, &message.kind);
+    let from = message
         .from
         .map(|f| f.0)
-        .or_else(|| head.from_user_id.clone())
+        .or_else(|| message.from_user_id.clone())
         .ok_or("has neither `from` nor `from_user_id`")?;
-    let content = parse_content(&raw, &head.kind);
-    let context = view_obj::<WireContext>(raw.get("context")).map(ReplyContext::from);
-    let referral = view_obj::<WireReferral>(raw.get("referral")).map(Referral::from);
+    let context = view_obj::<WireContext>(message.context).map(ReplyContext::from);
+    let referral = view_obj::<WireReferral>(message.referral).map(Referral::from);
     Ok(InboundMessage {
-        wamid: head.id,
+        wamid: message.id,
         from,
-        from_user_id: head.from_user_id,
-        timestamp: head.timestamp.0,
+        from_user_id: message.from_user_id,
+        timestamp: message.timestamp.0,
         content,
         context,
         referral,
-        raw,
+        raw: RawJson::from(raw),
     })
 }
 
@@ -578,28 +639,25 @@ fn parse_status(raw: &RawValue) -> Result<StatusUpdate, String> {
 }
 
 /// Content never fails: anything not in a documented shape becomes `Unsupported`.
-fn parse_content(raw: &Value, kind: &str) -> MessageContent {
-    let part = |key: &str| raw.get(key);
-    let media = |key: &str| view_obj::<WireMedia>(part(key)).map(Media::from);
+fn parse_content(parts: &WireMessage<'_>, kind: &str) -> MessageContent {
+    let media = |part: Option<&RawValue>| view_obj::<WireMedia>(part).map(Media::from);
     let known = match kind {
-        "text" => view_obj::<WireText>(part("text")).map(|t| MessageContent::Text { body: t.body }),
-        "image" => media("image").map(MessageContent::Image),
-        "audio" => media("audio").map(MessageContent::Audio),
-        "video" => media("video").map(MessageContent::Video),
-        "document" => media("document").map(MessageContent::Document),
-        "sticker" => media("sticker").map(MessageContent::Sticker),
-        "location" => {
-            view_obj::<WireLocation>(part("location")).map(|l| MessageContent::Location {
-                latitude: l.latitude.0,
-                longitude: l.longitude.0,
-                name: l.name,
-                address: l.address,
-                url: l.url,
-            })
-        }
-        "contacts" => view::<Vec<Obj<WireSharedContact>>>(part("contacts"))
+        "text" => view_obj::<WireText>(parts.text).map(|t| MessageContent::Text { body: t.body }),
+        "image" => media(parts.image).map(MessageContent::Image),
+        "audio" => media(parts.audio).map(MessageContent::Audio),
+        "video" => media(parts.video).map(MessageContent::Video),
+        "document" => media(parts.document).map(MessageContent::Document),
+        "sticker" => media(parts.sticker).map(MessageContent::Sticker),
+        "location" => view_obj::<WireLocation>(parts.location).map(|l| MessageContent::Location {
+            latitude: l.latitude.0,
+            longitude: l.longitude.0,
+            name: l.name,
+            address: l.address,
+            url: l.url,
+        }),
+        "contacts" => view::<Vec<Obj<WireSharedContact>>>(parts.contacts)
             .map(|cards| MessageContent::Contacts(cards.into_iter().map(|c| c.0.into()).collect())),
-        "interactive" => view_obj::<WireInteractive>(part("interactive")).and_then(|i| {
+        "interactive" => view_obj::<WireInteractive>(parts.interactive).and_then(|i| {
             match (i.button_reply, i.list_reply) {
                 (Some(Obj(b)), _) if i.kind == "button_reply" => {
                     Some(MessageContent::ButtonReply {
@@ -615,22 +673,20 @@ fn parse_content(raw: &Value, kind: &str) -> MessageContent {
                 _ => None,
             }
         }),
-        "button" => view_obj::<WireButton>(part("button")).map(|b| MessageContent::Button {
+        "button" => view_obj::<WireButton>(parts.button).map(|b| MessageContent::Button {
             payload: b.payload,
             text: b.text,
         }),
-        "reaction" => {
-            view_obj::<WireReaction>(part("reaction")).map(|r| MessageContent::Reaction {
-                message_id: r.message_id,
-                emoji: r.emoji.unwrap_or_default(),
-            })
-        }
-        "order" => view_obj::<WireOrder>(part("order")).map(|o| MessageContent::Order {
+        "reaction" => view_obj::<WireReaction>(parts.reaction).map(|r| MessageContent::Reaction {
+            message_id: r.message_id,
+            emoji: r.emoji.unwrap_or_default(),
+        }),
+        "order" => view_obj::<WireOrder>(parts.order).map(|o| MessageContent::Order {
             catalog_id: o.catalog_id.0,
             text: o.text,
             items: o.product_items.into_iter().map(|i| i.0.into()).collect(),
         }),
-        "system" => view_obj::<WireSystem>(part("system")).map(|s| MessageContent::System {
+        "system" => view_obj::<WireSystem>(parts.system).map(|s| MessageContent::System {
             body: s.body,
             kind: s.kind,
             new_wa_id: s.wa_id.or(s.new_wa_id).map(|id| id.0),
@@ -638,8 +694,8 @@ fn parse_content(raw: &Value, kind: &str) -> MessageContent {
         _ => None,
     };
     known.unwrap_or_else(|| MessageContent::Unsupported {
-        type_name: unsupported_type_name(raw, kind),
-        errors: view::<Vec<Obj<WireError>>>(part("errors"))
+        type_name: unsupported_type_name(parts, kind),
+        errors: view::<Vec<Obj<WireError>>>(parts.errors)
             .unwrap_or_default()
             .into_iter()
             .map(|e| e.0.into())
@@ -649,16 +705,15 @@ fn parse_content(raw: &Value, kind: &str) -> MessageContent {
 
 /// For Meta's own `unsupported` type the interesting name is `unsupported.type` (e.g.
 /// `poll_update`); for unknown interactive replies it is the sub-type (e.g. `interactive.nfm_reply`).
-fn unsupported_type_name(raw: &Value, kind: &str) -> String {
-    let inner_type = |key: &str| {
-        raw.get(key)
-            .and_then(|v| v.get("type"))
-            .and_then(Value::as_str)
+fn unsupported_type_name(parts: &WireMessage<'_>, kind: &str) -> String {
+    let inner_type = |part: Option<&RawValue>| {
+        view_obj::<WireTyped>(part)
+            .and_then(|t| t.kind)
             .filter(|t| !t.is_empty())
     };
     match kind {
-        "unsupported" => inner_type("unsupported").unwrap_or(kind).to_string(),
-        "interactive" => match inner_type("interactive") {
+        "unsupported" => inner_type(parts.unsupported).unwrap_or(kind.to_string()),
+        "interactive" => match inner_type(parts.interactive) {
             Some(sub) => format!("interactive.{sub}"),
             None => kind.to_string(),
         },

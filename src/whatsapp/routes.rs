@@ -200,7 +200,8 @@ pub async fn simulated_customer_writes(
         content: MessageContent::Text { body: text.clone() },
         context: None,
         referral: None,
-        raw: serde_json::json!({"from": from, "id": wamid, "type": "text", "text": {"body": text}}),
+        raw: serde_json::json!({"from": from, "id": wamid, "type": "text", "text": {"body": text}})
+            .into(),
     };
     state
         .store

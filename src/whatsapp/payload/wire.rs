@@ -17,12 +17,12 @@ use super::{
 };
 
 /// A typed view of an optional part, or `None` if it is absent or not in the expected shape.
-pub(super) fn view<'a, T: Deserialize<'a>>(part: Option<&'a Value>) -> Option<T> {
-    part.and_then(|v| T::deserialize(v).ok())
+pub(super) fn view<'a, T: Deserialize<'a>>(part: Option<&'a RawValue>) -> Option<T> {
+    part.and_then(|v| serde_json::from_str(v.get()).ok())
 }
 
 /// A typed view of an optional part that must be a JSON object.
-pub(super) fn view_obj<'a, T: Deserialize<'a>>(part: Option<&'a Value>) -> Option<T> {
+pub(super) fn view_obj<'a, T: Deserialize<'a>>(part: Option<&'a RawValue>) -> Option<T> {
     view::<Obj<T>>(part).map(|o| o.0)
 }
 
@@ -120,8 +120,10 @@ pub(super) struct WireProfile {
     pub(super) name: Option<String>,
 }
 
+/// A message: its envelope fields typed and strict (routing and deduplication need them), its
+/// content parts raw, each read leniently by the view for its `type`.
 #[derive(Deserialize)]
-pub(super) struct WireMessageHead {
+pub(super) struct WireMessage<'a> {
     pub(super) id: String,
     #[serde(default)]
     pub(super) from: Option<IdText>,
@@ -130,6 +132,47 @@ pub(super) struct WireMessageHead {
     pub(super) timestamp: UnixSeconds,
     #[serde(rename = "type")]
     pub(super) kind: String,
+    #[serde(default, borrow)]
+    pub(super) context: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) referral: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) errors: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) text: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) image: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) audio: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) video: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) document: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) sticker: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) location: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) contacts: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) interactive: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) button: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) reaction: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) order: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) system: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub(super) unsupported: Option<&'a RawValue>,
+}
+
+/// The `type` inside a part (`unsupported.type`, `interactive.type`).
+#[derive(Deserialize)]
+pub(super) struct WireTyped {
+    #[serde(default, rename = "type")]
+    pub(super) kind: Option<String>,
 }
 
 #[derive(Deserialize)]
