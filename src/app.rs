@@ -263,8 +263,8 @@ pub async fn launch_with(
             .ok_or_else(|| LaunchError::Setup("consumer wired twice".into()))?;
         let (store, stop, mut held) = (store.clone(), stop_rx.clone(), held.clone());
         workers.push(tokio::spawn(async move {
-            // While held, live envelopes wait in the channel; the dispatcher then loads the
-            // whole backlog from redb and skips the live copies of what it loaded.
+            // While held, live envelopes wait in the channel; the dispatcher then reads the
+            // backlog from redb a page at a time and skips the live copies of what it read.
             let mut stopping = stop.clone();
             tokio::select! {
                 _ = held.wait_for(|held| !*held) => {}

@@ -5,11 +5,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{ack, now_ms, queue_key, Consumer, DeadLetter, Envelope, DEAD_LETTERS, EVENT_QUEUE};
@@ -71,39 +71,72 @@ const MAX_ATTEMPTS: u32 = 8;
 /// Feeds one consumer's events to its handler.
 pub struct Dispatcher;
 
+/// At most this many of a consumer's events are held in memory (queued in lanes or being
+/// handled); the rest stay in redb and are read a page at a time as the handler catches up. A
+/// flood of webhooks, or a restart after a long outage, costs disk, not memory.
+pub const MEMORY_WINDOW: usize = 4096;
+
+/// Envelopes held in memory, shared by the dispatcher and its lanes.
+struct Held {
+    count: AtomicUsize,
+    /// Signalled when a lane finishes an event while the dispatcher waits for room.
+    room: Notify,
+}
+
+impl Held {
+    fn release(&self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.room.notify_one();
+    }
+}
+
+/// Where the feed of events comes from. Live: envelopes announced by the store as they commit.
+/// Paging: from redb, because the window was full when envelopes were announced (they were
+/// dropped; redb has them) or because the dispatcher has just started.
+struct Feed {
+    paging: bool,
+    /// Every event up to this sequence number is handled, in memory, or no longer queued.
+    high_water: u64,
+    /// The highest live envelope dropped while paging: the page that ends the paging must have
+    /// been read after it was committed.
+    dropped_max: Option<u64>,
+}
+
 impl Dispatcher {
     /// Runs until `shutdown` turns true, then lets in-flight lanes finish their current event and
     /// returns; what is left stays queued in redb for the next start.
     pub async fn run(
         store: Store,
         handler: Arc<dyn Handler>,
+        live: mpsc::UnboundedReceiver<Envelope>,
+        concurrency: usize,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        Self::run_windowed(store, handler, live, concurrency, MEMORY_WINDOW, shutdown).await
+    }
+
+    /// [`Dispatcher::run`] with at most `window` events in memory.
+    pub async fn run_windowed(
+        store: Store,
+        handler: Arc<dyn Handler>,
         mut live: mpsc::UnboundedReceiver<Envelope>,
         concurrency: usize,
+        window: usize,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let consumer = handler.consumer();
-        // Everything committed before this snapshot is in it; live envelopes with a smaller
-        // sequence number are therefore duplicates of loaded ones.
-        let (backlog, snapshot_seq) = match load_backlog(&store, consumer) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(consumer = consumer.name(), error = %e, "cannot load event backlog");
-                (Vec::new(), 0)
-            }
-        };
-        if !backlog.is_empty() {
-            tracing::info!(
-                consumer = consumer.name(),
-                pending = backlog.len(),
-                "resuming queued events"
-            );
-        }
+        let window = window.max(2);
         let lanes: Arc<Mutex<HashMap<LaneKey, VecDeque<Envelope>>>> = Arc::default();
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let stopping = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(Held {
+            count: AtomicUsize::new(0),
+            room: Notify::new(),
+        });
         let mut tasks = JoinSet::new();
 
         let enqueue = |envelope: Envelope, tasks: &mut JoinSet<()>| {
+            held.count.fetch_add(1, Ordering::SeqCst);
             let key = handler.lane(&envelope);
             let mut map = match lanes.lock() {
                 Ok(m) => m,
@@ -122,26 +155,81 @@ impl Dispatcher {
                 key,
                 permits.clone(),
                 stopping.clone(),
+                held.clone(),
             ));
         };
 
-        for envelope in backlog {
-            enqueue(envelope, &mut tasks);
-        }
-        loop {
+        // A start reads what earlier runs left queued, a page at a time, like any catch-up.
+        let mut feed = Feed {
+            paging: true,
+            high_water: 0,
+            dropped_max: None,
+        };
+        let mut resumed = 0usize;
+        while !*shutdown.borrow() {
+            let in_memory = held.count.load(Ordering::SeqCst);
+            if feed.paging && in_memory <= window / 2 {
+                let limit = window - in_memory;
+                match load_page(&store, consumer, feed.high_water, limit) {
+                    Ok((page, next_seq)) => {
+                        let caught_up = page.len() < limit;
+                        resumed += page.len();
+                        for envelope in page {
+                            feed.high_water = envelope.seq;
+                            enqueue(envelope, &mut tasks);
+                        }
+                        // Everything queued when the page was read is in memory now. If no
+                        // envelope was dropped after that read, the live feed takes over: its
+                        // copies of events numbered below `next_seq` are duplicates.
+                        if caught_up && feed.dropped_max.is_none_or(|d| d < next_seq) {
+                            feed.paging = false;
+                            feed.dropped_max = None;
+                            feed.high_water = feed.high_water.max(next_seq.saturating_sub(1));
+                            if resumed > 0 {
+                                tracing::info!(
+                                    consumer = consumer.name(),
+                                    events = resumed,
+                                    "caught up with queued events"
+                                );
+                                resumed = 0;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(consumer = consumer.name(), error = %e, "cannot read queued events; retrying");
+                        tokio::select! {
+                            _ = shutdown.changed() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { break; }
+                changed = shutdown.changed() => {
+                    // The sender is gone: nobody can ask for a stop any more, so stop now.
+                    if changed.is_err() { break; }
                 }
                 next = live.recv() => match next {
-                    Some(envelope) => {
-                        if envelope.seq >= snapshot_seq {
+                    Some(envelope) if feed.paging => {
+                        feed.dropped_max = feed.dropped_max.max(Some(envelope.seq));
+                    }
+                    Some(envelope) if envelope.seq > feed.high_water => {
+                        if held.count.load(Ordering::SeqCst) >= window {
+                            // Full: leave it (and what follows) in redb until there is room.
+                            feed.paging = true;
+                            feed.dropped_max = Some(envelope.seq);
+                        } else {
+                            feed.high_water = envelope.seq;
                             enqueue(envelope, &mut tasks);
                         }
                     }
+                    Some(_) => {}
                     None => break,
                 },
+                _ = held.room.notified(), if feed.paging => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
@@ -151,15 +239,18 @@ impl Dispatcher {
     }
 }
 
-fn load_backlog(store: &Store, consumer: Consumer) -> Result<(Vec<Envelope>, u64), StoreError> {
+/// Up to `limit` of `consumer`'s queued events numbered after `after`, and the sequence number
+/// the next event will get as of the same snapshot.
+fn load_page(
+    store: &Store,
+    consumer: Consumer,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<Envelope>, u64), StoreError> {
     store.read(|r| {
         let op = r.operator();
-        let rows = op.scan(
-            &EVENT_QUEUE,
-            &[queue_key(consumer, 0)[0]],
-            false,
-            usize::MAX,
-        )?;
+        let tag = queue_key(consumer, 0)[0];
+        let rows = op.scan_after(&EVENT_QUEUE, &[tag], &queue_key(consumer, after), limit)?;
         let next_seq = crate::storage::next_event_seq(&op)?;
         Ok((rows.into_iter().map(|(_, e)| e).collect(), next_seq))
     })
@@ -172,6 +263,7 @@ async fn run_lane(
     key: LaneKey,
     permits: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
+    held: Arc<Held>,
 ) {
     let Ok(_permit) = permits.acquire_owned().await else {
         return;
@@ -197,6 +289,7 @@ async fn run_lane(
         };
         let Some(envelope) = next else { return };
         deliver(&store, handler.as_ref(), envelope, &stopping).await;
+        held.release();
     }
 }
 

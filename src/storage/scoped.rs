@@ -308,6 +308,33 @@ macro_rules! operator_read_methods {
             }
             Ok(out)
         }
+
+        /// Up to `limit` rows under `prefix` whose keys sort after `after`, in key order: a queue
+        /// read one page at a time.
+        pub fn scan_after<V: Record>(
+            &self,
+            collection: &GlobalCollection<V>,
+            prefix: &[u8],
+            after: &[u8],
+            limit: usize,
+        ) -> Result<Rows<V>, StoreError> {
+            use std::ops::Bound;
+            let start = global_key(collection.tag, after);
+            let end = prefix_end(&global_key(collection.tag, prefix));
+            let upper = match &end {
+                Some(end) => Bound::Excluded(end.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let range = self
+                .global_ref()
+                .range::<&[u8]>((Bound::Excluded(start.as_slice()), upper))?;
+            let mut out = Vec::new();
+            for item in range.take(limit) {
+                let (key, value) = item?;
+                out.push((key.value()[1..].to_vec(), decode(value.value())?));
+            }
+            Ok(out)
+        }
     };
 }
 
