@@ -10,6 +10,7 @@ async fn ingest_bench_runs_and_accepts_every_webhook() {
     let report = ingest::run(ingest::IngestOptions {
         messages: 50,
         concurrency: 4,
+        rounds: 2,
         work_dir: None,
         config: Config::default(),
     })
@@ -28,8 +29,10 @@ async fn ingest_bench_runs_and_accepts_every_webhook() {
     let batches: Vec<usize> = report.ceilings.iter().map(|c| c.batch).collect();
     assert_eq!(batches, vec![1, 4, 54]);
     assert!(report.ceilings.iter().all(|c| c.messages > 0));
+    assert_eq!(report.round_ratios.len(), 2);
     let printed = report.table().to_string();
     assert!(printed.contains("ratio ingest / best ceiling"), "{printed}");
+    assert!(printed.contains("rounds"), "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

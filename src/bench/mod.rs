@@ -55,6 +55,10 @@ pub enum BenchCommand {
         /// commit can hold at most this many webhooks, so it bounds the group commit.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Rounds of burst-then-ceiling, each into a fresh appliance; the median round's ratio is
+        /// the result (a shared virtual disk drifts between rounds).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Directory for the throwaway data directories (default: the system temp dir). Put it
         /// on the disk the real data directory lives on.
         #[arg(long)]
@@ -130,11 +134,13 @@ pub async fn run(config: Config, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest {
             messages,
             concurrency,
+            rounds,
             work_dir,
         } => {
             let report = ingest::run(ingest::IngestOptions {
                 messages,
                 concurrency,
+                rounds,
                 work_dir,
                 config,
             })
