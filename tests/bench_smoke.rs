@@ -29,7 +29,7 @@ async fn ingest_bench_runs_and_accepts_every_webhook() {
     let batches: Vec<usize> = report.ceilings.iter().map(|c| c.batch).collect();
     assert_eq!(batches, vec![1, 4, 54]);
     assert!(report.ceilings.iter().all(|c| c.messages > 0));
-    assert_eq!(report.round_ratios.len(), 2);
+    assert_eq!(report.rounds.len(), 2);
     let printed = report.table().to_string();
     assert!(printed.contains("ratio ingest / best ceiling"), "{printed}");
     assert!(printed.contains("rounds"), "{printed}");

@@ -108,9 +108,9 @@ pub struct IngestReport {
     pub ceilings: Vec<Ceiling>,
     /// `fdatasync` of a small write on the same disk, sampled during `alone`.
     pub fsync: Latency,
-    /// Each round's ratio, in the order run. `alone`, `ceilings` and `fsync` are the median
-    /// round's.
-    pub round_ratios: Vec<f64>,
+    /// Each round's webhook path and best ceiling (msgs/s), in the order run. `alone`,
+    /// `ceilings` and `fsync` are those of the median round by ratio.
+    pub rounds: Vec<(f64, f64)>,
 }
 
 /// One burst into a fresh held appliance and the ceiling of the rows it wrote, measured right
@@ -122,13 +122,15 @@ struct Round {
 }
 
 impl Round {
-    fn ratio(&self) -> f64 {
-        let best = self
-            .ceilings
+    fn best_ceiling(&self) -> f64 {
+        self.ceilings
             .iter()
             .map(|c| c.msgs_per_sec)
-            .fold(0.0, f64::max);
-        ratio(self.alone.msgs_per_sec, best)
+            .fold(0.0, f64::max)
+    }
+
+    fn ratio(&self) -> f64 {
+        ratio(self.alone.msgs_per_sec, self.best_ceiling())
     }
 }
 
@@ -227,16 +229,23 @@ impl IngestReport {
                 ),
             );
         }
-        if self.round_ratios.len() > 1 {
+        if self.rounds.len() > 1 {
             let each: Vec<String> = self
-                .round_ratios
+                .rounds
                 .iter()
-                .map(|r| format!("{r:.3}"))
+                .map(|(ingest, ceiling)| {
+                    format!(
+                        "{:.3} ({:.1}k/{:.1}k)",
+                        ratio(*ingest, *ceiling),
+                        ingest / 1000.0,
+                        ceiling / 1000.0
+                    )
+                })
                 .collect();
             t.row(
-                "  rounds",
+                "  rounds (ingest/ceiling)",
                 format!(
-                    "{}   (burst then ceiling, each in a fresh appliance; the median round is shown)",
+                    "{}   (each in a fresh appliance; the median is shown)",
                     each.join("  ")
                 ),
             );
@@ -369,6 +378,10 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
     held.stop().await;
     let drain = drain?;
     let round_ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+    let round_figures: Vec<(f64, f64)> = rounds
+        .iter()
+        .map(|r| (r.alone.msgs_per_sec, r.best_ceiling()))
+        .collect();
     let mut by_ratio: Vec<usize> = (0..rounds.len()).collect();
     by_ratio.sort_by(|a, b| round_ratios[*a].total_cmp(&round_ratios[*b]));
     let median = rounds.swap_remove(by_ratio[(by_ratio.len() - 1) / 2]);
@@ -394,7 +407,7 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
         backlog_at_end,
         ceilings: median.ceilings,
         fsync: median.fsync,
-        round_ratios,
+        rounds: round_figures,
     })
 }
 
