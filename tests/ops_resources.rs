@@ -294,9 +294,15 @@ async fn forged_webhooks_lock_out_their_sender_but_never_metas_signed_traffic() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_before_they_are_read() {
     let app = TestApp::start(quiet(|_| {})).await;
+    // The refused requests go over connections of their own: the server answers before reading
+    // the body and closes, and a pooled client could otherwise hand the closed connection to the
+    // next request (a broken pipe that says nothing about the server).
+    let unpooled = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let big = vec![b'x'; 2 * 1024 * 1024];
-    let resp = app
-        .http
+    let resp = unpooled
         .post(format!("{}/api/v1/tenants", app.url))
         .bearer_auth(&app.token)
         .header("content-type", "application/json")
@@ -306,8 +312,7 @@ async fn oversized_bodies_are_refused_before_they_are_read() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     // Refused on its Content-Length: a 413, or the connection closed while the client still writes.
-    let resp = app
-        .http
+    let resp = unpooled
         .post(format!("{}/webhooks/whatsapp", app.url))
         .header("x-hub-signature-256", "sha256=00")
         .body(vec![b'x'; 4 * 1024 * 1024])
