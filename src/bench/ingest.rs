@@ -121,25 +121,25 @@ struct Round {
     fsync: Latency,
 }
 
-impl Round {
-    fn best_ceiling(&self) -> f64 {
-        self.ceilings
-            .iter()
-            .map(|c| c.msgs_per_sec)
-            .fold(0.0, f64::max)
-    }
+/// The fastest of `ceilings`.
+fn best_of(ceilings: &[Ceiling]) -> Option<Ceiling> {
+    ceilings
+        .iter()
+        .copied()
+        .max_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec))
+}
 
-    fn ratio(&self) -> f64 {
-        ratio(self.alone.msgs_per_sec, self.best_ceiling())
+impl Round {
+    /// (webhook path, best ceiling) in msgs/s.
+    fn figures(&self) -> (f64, f64) {
+        let best = best_of(&self.ceilings).map_or(0.0, |c| c.msgs_per_sec);
+        (self.alone.msgs_per_sec, best)
     }
 }
 
 impl IngestReport {
     pub fn best_ceiling(&self) -> Option<Ceiling> {
-        self.ceilings
-            .iter()
-            .copied()
-            .max_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec))
+        best_of(&self.ceilings)
     }
 
     /// The ceiling at the largest batch a group commit can hold here: with C clients waiting for
@@ -377,13 +377,10 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
     .await;
     held.stop().await;
     let drain = drain?;
-    let round_ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
-    let round_figures: Vec<(f64, f64)> = rounds
-        .iter()
-        .map(|r| (r.alone.msgs_per_sec, r.best_ceiling()))
-        .collect();
+    let round_figures: Vec<(f64, f64)> = rounds.iter().map(Round::figures).collect();
+    let round_ratio = |i: usize| ratio(round_figures[i].0, round_figures[i].1);
     let mut by_ratio: Vec<usize> = (0..rounds.len()).collect();
-    by_ratio.sort_by(|a, b| round_ratios[*a].total_cmp(&round_ratios[*b]));
+    by_ratio.sort_by(|a, b| round_ratio(*a).total_cmp(&round_ratio(*b)));
     let median = rounds.swap_remove(by_ratio[(by_ratio.len() - 1) / 2]);
 
     let live = BenchApp::start(config_in("live")).await?;
@@ -452,10 +449,10 @@ async fn ceilings(
         .collect();
     batches.sort_unstable();
     batches.dedup();
+    std::fs::create_dir_all(scratch)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", scratch.display())))?;
     let mut ceilings = Vec::new();
     for batch in batches {
-        std::fs::create_dir_all(scratch)
-            .map_err(|e| BenchError::Setup(format!("{}: {e}", scratch.display())))?;
         let path = scratch.join(format!("batch-{batch}.redb"));
         let rows = rows.clone();
         settle_disk().await;

@@ -170,7 +170,15 @@ impl Dispatcher {
             let in_memory = held.count.load(Ordering::SeqCst);
             if feed.paging && in_memory <= window / 2 {
                 let limit = window - in_memory;
-                match load_page(&store, consumer, feed.high_water, limit) {
+                // A page is thousands of decoded rows: read off the runtime's workers.
+                let read = {
+                    let store = store.clone();
+                    let after = feed.high_water;
+                    tokio::task::spawn_blocking(move || load_page(&store, consumer, after, limit))
+                        .await
+                        .unwrap_or_else(|e| Err(StoreError::Io(format!("page read: {e}"))))
+                };
+                match read {
                     Ok((page, next_seq)) => {
                         let caught_up = page.len() < limit;
                         resumed += page.len();
@@ -249,8 +257,12 @@ fn load_page(
 ) -> Result<(Vec<Envelope>, u64), StoreError> {
     store.read(|r| {
         let op = r.operator();
-        let tag = queue_key(consumer, 0)[0];
-        let rows = op.scan_after(&EVENT_QUEUE, &[tag], &queue_key(consumer, after), limit)?;
+        let rows = op.scan_after(
+            &EVENT_QUEUE,
+            &[consumer.tag()],
+            &queue_key(consumer, after),
+            limit,
+        )?;
         let next_seq = crate::storage::next_event_seq(&op)?;
         Ok((rows.into_iter().map(|(_, e)| e).collect(), next_seq))
     })

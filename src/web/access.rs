@@ -131,18 +131,16 @@ impl Api {
 
     /// The router with the gate in front of every route.
     pub fn into_router(self, state: &AppState) -> (Router<AppState>, Vec<RouteSpec>) {
+        let mut table: HashMap<&'static str, Vec<(Method, Access)>> = HashMap::new();
+        for s in &self.specs {
+            table
+                .entry(s.path)
+                .or_default()
+                .push((s.method.clone(), s.access));
+        }
         let gate = Gate {
             state: state.clone(),
-            table: Arc::new(self.specs.iter().fold(
-                HashMap::<&'static str, Vec<(Method, Access)>>::new(),
-                |mut table, s| {
-                    table
-                        .entry(s.path)
-                        .or_default()
-                        .push((s.method.clone(), s.access));
-                    table
-                },
-            )),
+            table: Arc::new(table),
         };
         let router = self
             .router

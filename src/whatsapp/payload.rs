@@ -15,8 +15,8 @@
 //!
 //! The envelope is parsed level by level (notification, entry, change, value), each level holding
 //! its children as raw slices of the body, so errors name their place without building a
-//! `serde_json::Value` tree of the whole body. Each message is parsed into a `Value` once: it is
-//! kept whole in [`InboundMessage::raw`], and its typed views are deserialized from parts of it.
+//! `serde_json::Value` tree. A message's envelope fields are typed, its content parts stay raw
+//! slices read by typed views, and its whole text is kept in [`InboundMessage::raw`].
 
 use std::fmt;
 
@@ -590,7 +590,7 @@ fn parse_message(raw: &RawValue) -> Result<InboundMessage, String> {
     let message = serde_json::from_str::<Obj<WireMessage>>(raw.get())
         .map(|o| o.0)
         .map_err(|e| e.to_string())?;
-    let content = parse_content(&message, &message.kind);
+    let content = parse_content(&message);
     let from = message
         .from
         .map(|f| f.0)
@@ -639,7 +639,8 @@ fn parse_status(raw: &RawValue) -> Result<StatusUpdate, String> {
 }
 
 /// Content never fails: anything not in a documented shape becomes `Unsupported`.
-fn parse_content(parts: &WireMessage<'_>, kind: &str) -> MessageContent {
+fn parse_content(parts: &WireMessage<'_>) -> MessageContent {
+    let kind = parts.kind.as_str();
     let media = |part: Option<&RawValue>| view_obj::<WireMedia>(part).map(Media::from);
     let known = match kind {
         "text" => view_obj::<WireText>(parts.text).map(|t| MessageContent::Text { body: t.body }),
@@ -694,7 +695,7 @@ fn parse_content(parts: &WireMessage<'_>, kind: &str) -> MessageContent {
         _ => None,
     };
     known.unwrap_or_else(|| MessageContent::Unsupported {
-        type_name: unsupported_type_name(parts, kind),
+        type_name: unsupported_type_name(parts),
         errors: view::<Vec<Obj<WireError>>>(parts.errors)
             .unwrap_or_default()
             .into_iter()
@@ -705,14 +706,15 @@ fn parse_content(parts: &WireMessage<'_>, kind: &str) -> MessageContent {
 
 /// For Meta's own `unsupported` type the interesting name is `unsupported.type` (e.g.
 /// `poll_update`); for unknown interactive replies it is the sub-type (e.g. `interactive.nfm_reply`).
-fn unsupported_type_name(parts: &WireMessage<'_>, kind: &str) -> String {
+fn unsupported_type_name(parts: &WireMessage<'_>) -> String {
+    let kind = parts.kind.as_str();
     let inner_type = |part: Option<&RawValue>| {
         view_obj::<WireTyped>(part)
             .and_then(|t| t.kind)
             .filter(|t| !t.is_empty())
     };
     match kind {
-        "unsupported" => inner_type(parts.unsupported).unwrap_or(kind.to_string()),
+        "unsupported" => inner_type(parts.unsupported).unwrap_or_else(|| kind.to_string()),
         "interactive" => match inner_type(parts.interactive) {
             Some(sub) => format!("interactive.{sub}"),
             None => kind.to_string(),
