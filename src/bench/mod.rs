@@ -51,10 +51,11 @@ pub enum BenchCommand {
         /// Messages to send, one per webhook.
         #[arg(long, default_value_t = 20_000)]
         messages: usize,
-        /// Keep-alive connections, each with one webhook in flight (as Meta delivers). One
-        /// commit can hold at most this many webhooks, so it bounds the group commit.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
+        /// Keep-alive connection counts to try, comma-separated, each with one webhook in
+        /// flight per connection (as Meta delivers). One commit can hold at most that many
+        /// webhooks, so the count bounds the group commit; the fastest is the webhook figure.
+        #[arg(long, value_delimiter = ',', default_values_t = ingest::DEFAULT_CONCURRENCY)]
+        concurrency: Vec<usize>,
         /// Rounds of burst-then-ceiling, each into a fresh appliance; the median round's ratio is
         /// the result (a shared virtual disk drifts between rounds).
         #[arg(long, default_value_t = 3)]
