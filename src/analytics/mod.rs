@@ -17,7 +17,7 @@ pub mod svg;
 
 pub use consumer::handler;
 pub use forget::AnalyticsForgets;
-pub use report::{report, Period, Report, Scope};
+pub use report::{report, report_off_runtime, Period, Report, Scope};
 
 use crate::storage::StoreError;
 

@@ -191,6 +191,22 @@ fn share(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
 
+/// [`report`] on a blocking thread, for request handlers: a year is hundreds of prefix reads,
+/// and on a small machine the runtime has a single worker, which also answers webhooks.
+pub async fn report_off_runtime(
+    store: &Store,
+    tenant: TenantId,
+    time_zone: &str,
+    period: Period,
+    scope: Scope,
+    top: usize,
+) -> Result<Report, AnalyticsError> {
+    let (store, time_zone) = (store.clone(), time_zone.to_string());
+    tokio::task::spawn_blocking(move || report(&store, tenant, &time_zone, period, scope, top))
+        .await
+        .map_err(|e| crate::storage::StoreError::Io(format!("analytics report task: {e}")))?
+}
+
 /// Sums the period's day rows of `scope`. Cost: one prefix read per day, whatever the traffic.
 pub fn report(
     store: &Store,

@@ -22,7 +22,7 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 
 use super::report::{DayRow, DEFAULT_DAYS};
-use super::{csv, report, svg, AnalyticsError, Period, Report, Scope};
+use super::{csv, report_off_runtime, svg, AnalyticsError, Period, Report, Scope};
 use crate::people::Role;
 use crate::storage::OutletId;
 use crate::tenants::{self, Tenant};
@@ -136,18 +136,19 @@ pub fn limit_scope(principal: &Principal, scope: Scope) -> Result<Scope, ApiErro
     }
 }
 
-fn build(state: &AppState, ctx: &TenantCtx, q: &ReportQuery) -> Result<Report, ApiError> {
+async fn build(state: &AppState, ctx: &TenantCtx, q: &ReportQuery) -> Result<Report, ApiError> {
     let tenant = &ctx.tenant;
     let (period, scope) = resolve(state, tenant, q)?;
     let scope = limit_scope(&ctx.principal, scope)?;
-    Ok(report(
+    Ok(report_off_runtime(
         &state.store,
         tenant.id,
         &tenant.time_zone,
         period,
         scope,
         q.top.unwrap_or(20),
-    )?)
+    )
+    .await?)
 }
 
 async fn show(
@@ -155,7 +156,7 @@ async fn show(
     ctx: TenantCtx,
     Query(q): Query<ReportQuery>,
 ) -> Result<Json<Report>, ApiError> {
-    Ok(Json(build(&state, &ctx, &q)?))
+    Ok(Json(build(&state, &ctx, &q).await?))
 }
 
 async fn export(
@@ -171,7 +172,7 @@ async fn export(
             csv::TABLES.join(", ")
         )));
     }
-    let report = build(&state, &ctx, &q)?;
+    let report = build(&state, &ctx, &q).await?;
     let body = csv::table(&report, &table).unwrap_or_default();
     let filename = format!("analytics-{table}-{}-{}.csv", report.from, report.to);
     Ok((
@@ -227,7 +228,7 @@ async fn chart(
                     format!("metric: must be one of {}", DAILY_METRICS.join(", ")),
                 ));
             }
-            let report = build(&state, &ctx, &q)?;
+            let report = build(&state, &ctx, &q).await?;
             let points: Vec<(String, u64)> = report
                 .days
                 .iter()
@@ -236,7 +237,7 @@ async fn chart(
             svg::daily_series(&format!("{} per day", metric.replace('_', " ")), &points)
         }
         "hours" => {
-            let report = build(&state, &ctx, &q)?;
+            let report = build(&state, &ctx, &q).await?;
             svg::hour_histogram(
                 &format!("Customer messages by hour ({})", report.time_zone),
                 &report.hours,

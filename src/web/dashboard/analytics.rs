@@ -78,19 +78,24 @@ fn limit_scope(viewer: &Viewer, scope: Scope) -> Result<Scope, DashError> {
     }
 }
 
-fn build(state: &AppState, viewer: &Viewer, p: &Params) -> Result<(Tenant, Report), DashError> {
+async fn build(
+    state: &AppState,
+    viewer: &Viewer,
+    p: &Params,
+) -> Result<(Tenant, Report), DashError> {
     let tenant = tenants::get_tenant(&state.store, viewer.tenant)?
         .ok_or_else(|| DashError::NotFound("no such tenant".into()))?;
     let (period, scope) = resolve(state, &tenant, &p.query())?;
     let scope = limit_scope(viewer, scope)?;
-    let report = analytics::report(
+    let report = analytics::report_off_runtime(
         &state.store,
         tenant.id,
         &tenant.time_zone,
         period,
         scope,
         TOP,
-    )?;
+    )
+    .await?;
     Ok((tenant, report))
 }
 
@@ -179,7 +184,7 @@ async fn page(
     Query(p): Query<Params>,
 ) -> Result<Response, DashError> {
     let nav = Nav::new(&state, &viewer, "analytics")?;
-    let (tenant, r) = build(&state, &viewer, &p)?;
+    let (tenant, r) = build(&state, &viewer, &p).await?;
     let t = &r.totals;
     let mut outlets = vec![("all".to_string(), "All I may see".to_string(), false)];
     if viewer.outlets.is_empty() {
@@ -324,7 +329,7 @@ async fn export(
             csv::TABLES.join(", ")
         )));
     }
-    let (_, report) = build(&state, &viewer, &p)?;
+    let (_, report) = build(&state, &viewer, &p).await?;
     let body = csv::table(&report, &table).unwrap_or_default();
     let filename = format!("analytics-{table}-{}-{}.csv", report.from, report.to);
     Ok((
