@@ -358,11 +358,7 @@ pub fn ack_if_queued(
 
 /// Queue depth per consumer (metrics, readiness, tests).
 pub fn queue_depth(store: &crate::storage::Store, consumer: Consumer) -> Result<usize, StoreError> {
-    store.read(|r| {
-        Ok(r.operator()
-            .scan(&EVENT_QUEUE, &[consumer.tag()], false, usize::MAX)?
-            .len())
-    })
+    store.read(|r| r.operator().count(&EVENT_QUEUE, &[consumer.tag()]))
 }
 
 #[cfg(test)]

@@ -69,24 +69,33 @@ pub struct QueueInfo {
     pub oldest_age_s: f64,
 }
 
-/// Depth and age of the oldest waiting event, per consumer.
+/// Depth and age of the oldest waiting event, per consumer. A consumer's queue is keyed by
+/// sequence number, so its oldest event is its first row: only that one is decoded, the rest are
+/// counted (a backlog after an outage can be hundreds of thousands of events, and every metrics
+/// scrape and readiness probe asks).
 pub fn queues(state: &AppState) -> Result<Vec<(Consumer, QueueInfo)>, crate::storage::StoreError> {
     let now = crate::events::now_ms();
-    let mut out: Vec<(Consumer, QueueInfo)> = Consumer::ALL
-        .iter()
-        .map(|c| (*c, QueueInfo::default()))
-        .collect();
     state.store.read(|r| {
-        for (_, envelope) in r.operator().scan(&EVENT_QUEUE, &[], false, usize::MAX)? {
-            if let Some((_, info)) = out.iter_mut().find(|(c, _)| *c == envelope.consumer) {
-                info.depth += 1;
-                let age = (now - envelope.at_ms).max(0) as f64 / 1000.0;
-                info.oldest_age_s = info.oldest_age_s.max(age);
-            }
-        }
-        Ok(())
-    })?;
-    Ok(out)
+        let op = r.operator();
+        Consumer::ALL
+            .iter()
+            .map(|consumer| {
+                let prefix = [consumer.tag()];
+                let depth = op.count(&EVENT_QUEUE, &prefix)?;
+                let oldest_age_s = op
+                    .scan(&EVENT_QUEUE, &prefix, false, 1)?
+                    .first()
+                    .map_or(0.0, |(_, e)| (now - e.at_ms).max(0) as f64 / 1000.0);
+                Ok((
+                    *consumer,
+                    QueueInfo {
+                        depth,
+                        oldest_age_s,
+                    },
+                ))
+            })
+            .collect()
+    })
 }
 
 /// Runs every readiness check. Returns (ready, details).

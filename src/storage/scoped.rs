@@ -309,6 +309,28 @@ macro_rules! operator_read_methods {
             Ok(out)
         }
 
+        /// How many rows are stored under `prefix`, without copying or decoding any of them
+        /// (queue depths, which metrics and readiness read on every scrape).
+        pub fn count<V: Record>(
+            &self,
+            collection: &GlobalCollection<V>,
+            prefix: &[u8],
+        ) -> Result<usize, StoreError> {
+            let full = global_key(collection.tag, prefix);
+            let range = match prefix_end(&full) {
+                Some(end) => self
+                    .global_ref()
+                    .range::<&[u8]>(full.as_slice()..end.as_slice())?,
+                None => self.global_ref().range::<&[u8]>(full.as_slice()..)?,
+            };
+            let mut rows = 0;
+            for item in range {
+                item?;
+                rows += 1;
+            }
+            Ok(rows)
+        }
+
         /// Up to `limit` rows under `prefix` whose keys sort after `after`, in key order: a queue
         /// read one page at a time.
         pub fn scan_after<V: Record>(

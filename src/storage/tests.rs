@@ -512,3 +512,27 @@ mod notifier {
         }
     }
 }
+
+#[tokio::test]
+async fn operator_count_counts_the_rows_under_a_prefix_and_nothing_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .write(|ctx| {
+            for key in [&b"a1"[..], b"a2", b"a3", b"b1"] {
+                ctx.operator().put(&GLOBAL_NOTES, key, &note("x"))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let count = |prefix: &'static [u8]| {
+        store
+            .read(|r| r.operator().count(&GLOBAL_NOTES, prefix))
+            .unwrap()
+    };
+    assert_eq!(count(b"a"), 3);
+    assert_eq!(count(b"b"), 1);
+    assert_eq!(count(b"c"), 0);
+    assert_eq!(count(b""), 4);
+}
