@@ -275,3 +275,52 @@ async fn doctor_checks_the_configured_models_and_says_how_to_fix_them() {
         "{text}"
     );
 }
+
+/// A backlog as readiness reports it: the pipeline held (as when it is behind), a few webhooks
+/// queued, their depth and the age of the oldest one per consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_the_depth_and_age_of_a_backlog() {
+    use wacrm::app::LaunchOptions;
+    use wacrm::bench::harness::{self, BenchApp, SignedWebhook};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness::bench_config(&wacrm::config::Config::default(), dir.path());
+    config.llm = wacrm::config::LlmSettings::Offline;
+    let app = BenchApp::start_with(
+        config,
+        LaunchOptions {
+            hold_pipeline: true,
+        },
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let hook =
+            SignedWebhook::text(&harness::customer(i), &format!("wamid.backlog.{i}"), "halo");
+        let status = harness::post_webhook(&http, &app.webhook_url, &hook)
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let readyz = app.webhook_url.replace("/webhooks/whatsapp", "/readyz");
+    let body: serde_json::Value = http
+        .get(&readyz)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["queue_depth"]["conversations"], 5, "{body}");
+    let age = body["queue_oldest_age_s"]["conversations"]
+        .as_f64()
+        .unwrap();
+    assert!((0.05..60.0).contains(&age), "{body}");
+    // A consumer with nothing queued has no age.
+    assert_eq!(body["queue_depth"]["whatsapp_sender"], 0, "{body}");
+    assert_eq!(body["queue_oldest_age_s"]["whatsapp_sender"], 0.0, "{body}");
+    assert_eq!(body["status"], "ready", "{body}");
+    app.stop().await;
+}
