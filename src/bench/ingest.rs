@@ -91,6 +91,9 @@ pub struct Burst {
     /// Writer thread time in the burst: running jobs, and committing (page writes + fsync).
     pub writer_run: Duration,
     pub writer_commit: Duration,
+    /// CPU time of the whole process in the burst (appliance and load generator, every
+    /// thread). Per message, it moves far less between runs than the throughput does.
+    pub cpu: Duration,
 }
 
 /// The held pipeline catching up on what the burst queued.
@@ -217,11 +220,12 @@ impl IngestReport {
             t.row(
                 format!("ingest, {:>4} connections", b.concurrency),
                 format!(
-                    "{:>10.0} msgs/s   p50 {}   p99 {}   {:.1} writes/commit",
+                    "{:>10.0} msgs/s   p50 {}   p99 {}   {:.1} writes/commit   {:.1} µs CPU/msg",
                     b.msgs_per_sec,
                     ms(b.latency.p50),
                     ms(b.latency.p99),
                     ratio(b.writes as f64, b.commits as f64),
+                    cpu_per_message_us(b),
                 ),
             );
         }
@@ -369,6 +373,20 @@ fn burst_rows(t: &mut Table, label: &str, b: &Burst) {
             busy(b.writer_commit)
         ),
     );
+    t.row(
+        "  CPU",
+        format!(
+            "{:.1} µs per message, all threads (the appliance and the load generator), {:.0}% of the cores",
+            cpu_per_message_us(b),
+            100.0
+                * ratio(b.cpu.as_secs_f64(), b.elapsed.as_secs_f64())
+                / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+        ),
+    );
+}
+
+fn cpu_per_message_us(b: &Burst) -> f64 {
+    ratio(b.cpu.as_secs_f64() * 1e6, (b.accepted + b.failed) as f64)
 }
 
 /// One message's rows, as ingress wrote them: (key, value) in the tenant and global tables.
@@ -626,6 +644,7 @@ async fn burst(
         connections.push(conn);
     }
     let before = store.stats();
+    let cpu_before = process_cpu();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -662,6 +681,7 @@ async fn burst(
     }
     let elapsed = started.elapsed();
     let after = store.stats();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     // Messages a broken connection never sent are failures too.
     failed += hooks.len().saturating_sub(latencies.len() + failed);
     let accepted = latencies.len();
@@ -676,7 +696,14 @@ async fn burst(
         writes: after.jobs - before.jobs,
         writer_run: Duration::from_micros(after.run_us - before.run_us),
         writer_commit: Duration::from_micros(after.commit_us - before.commit_us),
+        cpu,
     })
+}
+
+/// CPU time used so far by every thread of this process.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
 
 /// Releases `app`'s held pipeline and waits until the conversations consumer has filed every
