@@ -99,8 +99,15 @@ async fn list(
 ) -> Result<Json<Vec<Conversation>>, ApiError> {
     let filter = q.state.as_deref().map(parse_state).transpose()?;
     let limit = q.limit.min(1000);
+    // Every conversation of the tenant is read to order them by activity: on a blocking thread,
+    // as the runtime may have a single worker, which also answers webhooks.
+    let (store, tenant) = (state.store.clone(), ctx.id());
+    let all = tokio::task::spawn_blocking(move || {
+        super::list_conversations(&store, tenant, filter, usize::MAX)
+    })
+    .await
+    .map_err(|e| ApiError::internal_message(format!("conversation list task: {e}")))??;
     // Outlet-limited callers see their outlets' conversations only.
-    let all = super::list_conversations(&state.store, ctx.id(), filter, usize::MAX)?;
     Ok(Json(
         all.into_iter()
             .filter(|c| ctx.principal.covers_outlet(c.outlet))

@@ -366,6 +366,24 @@ struct Listing {
 
 const LIST_LIMIT: usize = 100;
 
+/// [`listing`] on a blocking thread. It reads every conversation of the tenant to order them by
+/// activity, and the live refresh asks for it on every update of every open inbox; on a small
+/// machine the runtime's single worker also answers webhooks.
+async fn listing_off_runtime(
+    state: &AppState,
+    viewer: &Viewer,
+    params: &ListParams,
+    current: Option<ConversationId>,
+) -> Result<Listing, DashError> {
+    let (state, viewer, params) = (state.clone(), viewer.clone(), params.clone());
+    tokio::task::spawn_blocking(move || listing(&state, &viewer, &params, current))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "inbox listing task failed");
+            DashError::Internal
+        })?
+}
+
 fn listing(
     state: &AppState,
     viewer: &Viewer,
@@ -491,7 +509,7 @@ pub async fn inbox(
     Query(params): Query<ListParams>,
 ) -> Result<Response, DashError> {
     let nav = Nav::new(&state, &viewer, "inbox")?;
-    let Listing { rows, filters } = listing(&state, &viewer, &params, None)?;
+    let Listing { rows, filters } = listing_off_runtime(&state, &viewer, &params, None).await?;
     html(InboxPage { nav, rows, filters })
 }
 
@@ -516,7 +534,7 @@ pub async fn inbox_list(
     Query(p): Query<ListFragmentParams>,
 ) -> Result<Response, DashError> {
     let current = p.current.parse().ok();
-    let Listing { rows, .. } = listing(&state, &viewer, &p.list, current)?;
+    let Listing { rows, .. } = listing_off_runtime(&state, &viewer, &p.list, current).await?;
     html(ListFragment { rows })
 }
 
@@ -681,7 +699,8 @@ pub async fn conversation(
             .iter()
             .map(|m| views::message_view(m, &viewer.time_zone))
             .collect();
-    let Listing { rows, filters } = listing(&state, &viewer, &params, Some(c.id))?;
+    let Listing { rows, filters } =
+        listing_off_runtime(&state, &viewer, &params, Some(c.id)).await?;
     html(ConversationPage {
         nav,
         rows,
