@@ -76,6 +76,23 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// This scope narrowed to what someone working for `outlets` may see (empty: every outlet,
+    /// unchanged). Their "all" is their own outlets; another outlet, or the channels without an
+    /// outlet, are refused (None).
+    pub fn limited_to(self, outlets: &[OutletId]) -> Option<Scope> {
+        if outlets.is_empty() {
+            return Some(self);
+        }
+        match self {
+            Scope::All => Some(Scope::Outlets(outlets.to_vec())),
+            Scope::Outlet(Some(o)) if outlets.contains(&o) => Some(Scope::Outlet(Some(o))),
+            Scope::Outlets(list) if list.iter().all(|o| outlets.contains(o)) => {
+                Some(Scope::Outlets(list))
+            }
+            _ => None,
+        }
+    }
+
     fn admits(&self, key_scope: &[u8]) -> bool {
         match self {
             Scope::All => true,

@@ -117,24 +117,16 @@ pub fn resolve(
     Ok((period, scope))
 }
 
-/// Narrows a scope to what `principal` may see: an outlet-limited caller's "all" is their own
-/// outlets; another outlet, or the outlet-less channels, are refused.
+/// Narrows a scope to what `principal` may see (see [`Scope::limited_to`]).
 pub fn limit_scope(principal: &Principal, scope: Scope) -> Result<Scope, ApiError> {
-    let limited_to = match principal.member() {
-        Some(m) if !m.outlets.is_empty() => &m.outlets,
-        _ => return Ok(scope),
-    };
-    match scope {
-        Scope::All => Ok(Scope::Outlets(limited_to.clone())),
-        Scope::Outlet(o) if principal.covers_outlet(o) => Ok(Scope::Outlet(o)),
-        Scope::Outlets(list) if list.iter().all(|o| limited_to.contains(o)) => {
-            Ok(Scope::Outlets(list))
-        }
-        _ => Err(forbidden(
-            "these analytics cover an outlet you do not work for",
-        )),
-    }
+    let outlets = principal.member().map_or(&[][..], |m| m.outlets.as_slice());
+    scope
+        .limited_to(outlets)
+        .ok_or_else(|| forbidden(OUTSIDE_YOUR_OUTLETS))
 }
+
+/// Why a report scope is refused to an outlet-limited caller.
+pub const OUTSIDE_YOUR_OUTLETS: &str = "these analytics cover an outlet you do not work for";
 
 async fn build(state: &AppState, ctx: &TenantCtx, q: &ReportQuery) -> Result<Report, ApiError> {
     let tenant = &ctx.tenant;

@@ -171,3 +171,29 @@ async fn a_conversation_is_counted_once_whichever_event_sees_it_first() {
     assert_eq!(unanswered.len(), 1);
     assert_eq!(unanswered[0].1.count, 1);
 }
+
+#[test]
+fn a_scope_is_narrowed_to_the_outlets_a_person_works_for() {
+    use super::Scope;
+    use crate::storage::OutletId;
+    let (a, b) = (OutletId::new(), OutletId::new());
+    // Unrestricted: every scope as asked.
+    for scope in [Scope::All, Scope::Outlet(None), Scope::Outlet(Some(b))] {
+        assert_eq!(scope.clone().limited_to(&[]), Some(scope));
+    }
+    // Limited to `a`: "all" is their outlets; their own outlet passes; another outlet, the
+    // channels without an outlet, or a list reaching beyond theirs are refused.
+    let mine = [a];
+    assert_eq!(Scope::All.limited_to(&mine), Some(Scope::Outlets(vec![a])));
+    assert_eq!(
+        Scope::Outlet(Some(a)).limited_to(&mine),
+        Some(Scope::Outlet(Some(a)))
+    );
+    assert_eq!(
+        Scope::Outlets(vec![a]).limited_to(&mine),
+        Some(Scope::Outlets(vec![a]))
+    );
+    assert_eq!(Scope::Outlet(Some(b)).limited_to(&mine), None);
+    assert_eq!(Scope::Outlet(None).limited_to(&mine), None);
+    assert_eq!(Scope::Outlets(vec![a, b]).limited_to(&mine), None);
+}

@@ -60,22 +60,11 @@ impl Params {
     }
 }
 
-/// Narrows `scope` to what `viewer` may see: an outlet-limited person's "all" is their own
-/// outlets; another outlet, or the numbers without an outlet, are refused.
+/// Narrows `scope` to what `viewer` may see (see [`Scope::limited_to`]).
 fn limit_scope(viewer: &Viewer, scope: Scope) -> Result<Scope, DashError> {
-    if viewer.outlets.is_empty() {
-        return Ok(scope);
-    }
-    match scope {
-        Scope::All => Ok(Scope::Outlets(viewer.outlets.clone())),
-        Scope::Outlet(o) if viewer.covers_outlet(o) => Ok(Scope::Outlet(o)),
-        Scope::Outlets(list) if list.iter().all(|o| viewer.outlets.contains(o)) => {
-            Ok(Scope::Outlets(list))
-        }
-        _ => Err(DashError::Forbidden(
-            "these analytics cover an outlet you do not work for".into(),
-        )),
-    }
+    scope
+        .limited_to(&viewer.outlets)
+        .ok_or_else(|| DashError::Forbidden(analytics::routes::OUTSIDE_YOUR_OUTLETS.into()))
 }
 
 async fn build(
