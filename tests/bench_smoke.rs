@@ -19,12 +19,12 @@ async fn ingest_bench_runs_and_accepts_every_webhook() {
     // Both connection counts ran, and the faster one is the figure.
     let tried: Vec<usize> = report.levels.iter().map(|b| b.concurrency).collect();
     assert_eq!(tried, vec![4, 6]);
-    let conns = report.alone.concurrency;
+    let conns = report.alone().concurrency;
     assert!(tried.contains(&conns));
     for burst in report
         .levels
         .iter()
-        .chain([&report.alone, &report.beside_pipeline])
+        .chain([report.alone(), &report.beside_pipeline])
     {
         assert_eq!(burst.accepted, 50);
         assert_eq!(burst.failed, 0);

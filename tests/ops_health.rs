@@ -304,7 +304,7 @@ async fn readyz_reports_the_depth_and_age_of_a_backlog() {
         assert_eq!(status, 200);
     }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let readyz = app.webhook_url.replace("/webhooks/whatsapp", "/readyz");
+    let readyz = format!("http://{}/readyz", app.addr().unwrap());
     let body: serde_json::Value = http
         .get(&readyz)
         .send()

@@ -109,13 +109,13 @@ pub struct Drain {
 #[derive(Debug, Clone)]
 pub struct IngestReport {
     pub messages: usize,
-    /// The webhook path on its own: the event consumers held until the burst is answered, as
-    /// they are when a burst arrives faster than the pipeline handles it. The fastest of
-    /// `levels`.
-    pub alone: Burst,
-    /// The same burst at each connection count tried, in the order run (median round).
+    /// The webhook path on its own at each connection count tried, in the order run (median
+    /// round): the event consumers held until the burst is answered, as they are when a burst
+    /// arrives faster than the pipeline handles it.
     pub levels: Vec<Burst>,
-    /// The consumers released after `alone`, filing the queued messages.
+    /// Index in `levels` of the fastest burst, the figure held against the ceiling.
+    pub fastest: usize,
+    /// The consumers released after the last round's fastest burst, filing what it queued.
     pub drain: Drain,
     /// The same burst into a fresh appliance whose pipeline runs beside it from the start.
     pub beside_pipeline: Burst,
@@ -126,8 +126,8 @@ pub struct IngestReport {
     /// `fdatasync` of a small write on the same disk, sampled through the median round (its
     /// bursts and its ceiling alike).
     pub fsync: Latency,
-    /// Each round's figures, in the order run. `alone`, `levels`, `ceilings` and `fsync` are
-    /// those of the median round by ratio.
+    /// Each round's figures, in the order run. `levels`, `ceilings` and `fsync` are those of
+    /// the median round by ratio.
     pub rounds: Vec<RoundFigures>,
 }
 
@@ -180,6 +180,11 @@ impl Round {
 }
 
 impl IngestReport {
+    /// The fastest burst of the median round (see `levels`).
+    pub fn alone(&self) -> &Burst {
+        &self.levels[self.fastest]
+    }
+
     pub fn best_ceiling(&self) -> Option<Ceiling> {
         best_of(&self.ceilings)
     }
@@ -190,14 +195,14 @@ impl IngestReport {
         self.ceilings
             .iter()
             .copied()
-            .filter(|c| c.batch <= self.alone.concurrency)
+            .filter(|c| c.batch <= self.alone().concurrency)
             .max_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec))
     }
 
     /// The webhook path against the best ceiling: the figure the target is about.
     pub fn ratio(&self) -> f64 {
         ratio(
-            self.alone.msgs_per_sec,
+            self.alone().msgs_per_sec,
             self.best_ceiling().map(|c| c.msgs_per_sec).unwrap_or(0.0),
         )
     }
@@ -233,9 +238,9 @@ impl IngestReport {
             &mut t,
             &format!(
                 "ingest (HTTP -> 200), fastest: {} connections",
-                self.alone.concurrency
+                self.alone().concurrency
             ),
-            &self.alone,
+            self.alone(),
         );
         t.row(
             "  then the pipeline files them",
@@ -322,12 +327,12 @@ impl IngestReport {
             t.row(
                 format!(
                     "ratio ingest / ceiling at batch <= {}",
-                    self.alone.concurrency
+                    self.alone().concurrency
                 ),
                 format!(
                     "{:.3}   (at most {} webhooks are in flight, so no commit can hold more)",
-                    ratio(self.alone.msgs_per_sec, reach.msgs_per_sec),
-                    self.alone.concurrency
+                    ratio(self.alone().msgs_per_sec, reach.msgs_per_sec),
+                    self.alone().concurrency
                 ),
             );
         }
@@ -481,11 +486,10 @@ pub async fn run(opts: IngestOptions) -> Result<IngestReport, BenchError> {
     graph.shutdown().await;
     let beside_pipeline = beside_pipeline?;
 
-    let alone = median.fastest().clone();
     Ok(IngestReport {
         messages,
-        alone,
         levels: median.levels,
+        fastest: median.fastest,
         drain,
         beside_pipeline,
         backlog_at_end,
