@@ -262,13 +262,18 @@ pub async fn launch_with(
             .remove(&handler.consumer())
             .ok_or_else(|| LaunchError::Setup("consumer wired twice".into()))?;
         let (store, stop, mut held) = (store.clone(), stop_rx.clone(), held.clone());
+        let mut rx = rx;
         workers.push(tokio::spawn(async move {
-            // While held, live envelopes wait in the channel; the dispatcher then reads the
-            // backlog from redb a page at a time and skips the live copies of what it read.
+            // While held, live envelopes are dropped as they arrive: redb has every one of them,
+            // and the dispatcher starts by reading the backlog from redb a page at a time.
+            // Keeping them would grow memory by a copy of every event queued while held.
             let mut stopping = stop.clone();
-            tokio::select! {
-                _ = held.wait_for(|held| !*held) => {}
-                _ = stopping.wait_for(|stop| *stop) => return,
+            loop {
+                tokio::select! {
+                    _ = held.wait_for(|held| !*held) => break,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                    dropped = rx.recv() => if dropped.is_none() { return },
+                }
             }
             Dispatcher::run(store, handler, rx, concurrency, stop).await
         }));

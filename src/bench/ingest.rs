@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, TableDefinition};
 
+use super::cpu;
 use super::harness::{self, BenchApp, ScratchDir, SignedWebhook};
 use super::meta_client::{MetaConnection, WireRequest};
 use super::stats::{ms, per_sec, ratio, verdict, Latency, Table};
@@ -94,6 +95,8 @@ pub struct Burst {
     /// CPU time of the whole process in the burst (appliance and load generator, every
     /// thread). Per message, it moves far less between runs than the throughput does.
     pub cpu: Duration,
+    /// The same by thread name, largest first.
+    pub cpu_by_thread: Vec<(String, Duration)>,
 }
 
 /// The held pipeline catching up on what the burst queued.
@@ -388,6 +391,16 @@ fn burst_rows(t: &mut Table, label: &str, b: &Burst) {
                 / std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
         ),
     );
+    t.row("  CPU by thread (µs/msg)", cpu_by_thread(b));
+}
+
+fn cpu_by_thread(b: &Burst) -> String {
+    let messages = (b.accepted + b.failed).max(1) as f64;
+    b.cpu_by_thread
+        .iter()
+        .map(|(name, used)| format!("{name} {:.1}", used.as_secs_f64() * 1e6 / messages))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn cpu_per_message_us(b: &Burst) -> f64 {
@@ -629,63 +642,21 @@ async fn burst(
             .map(|hook| WireRequest::webhook(&host, WEBHOOK_PATH, hook))
             .collect(),
     );
-    let mut connections = Vec::with_capacity(concurrency);
-    for i in 0..concurrency {
-        let mut conn = MetaConnection::connect(addr).await?;
-        let warm = SignedWebhook::text(
-            &harness::customer(i),
-            &format!("wamid.warmup.{i:08}"),
-            "halo",
-        );
-        let status = conn
-            .post(&WireRequest::webhook(&host, WEBHOOK_PATH, &warm))
-            .await?;
-        if status != 200 {
-            return Err(BenchError::Setup(format!(
-                "warm-up webhook answered {status}"
-            )));
-        }
-        connections.push(conn);
-    }
+    let load = LoadGenerator::connect(addr, host, requests, concurrency).await?;
     let before = store.stats();
-    let cpu_before = process_cpu();
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut clients = tokio::task::JoinSet::new();
-    for mut conn in connections {
-        let (requests, next) = (requests.clone(), next.clone());
-        clients.spawn(async move {
-            let mut latencies = Vec::with_capacity(requests.len() / concurrency + 1);
-            let mut failed = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(request) = requests.get(i) else {
-                    break;
-                };
-                let sent = Instant::now();
-                match conn.post(request).await {
-                    Ok(200) => latencies.push(sent.elapsed()),
-                    Ok(_) => failed += 1,
-                    // The connection is unusable: count what it would have sent as failed.
-                    Err(_) => {
-                        failed += 1;
-                        break;
-                    }
-                }
-            }
-            (latencies, failed)
-        });
-    }
-    let mut latencies = Vec::with_capacity(hooks.len());
-    let mut failed = 0;
-    while let Some(done) = clients.join_next().await {
-        let (l, f) = done.map_err(|e| BenchError::Setup(format!("client task: {e}")))?;
-        latencies.extend(l);
-        failed += f;
-    }
-    let elapsed = started.elapsed();
+    let cpu_before = cpu::process();
+    let threads_before = cpu::ByThread::now();
+    let LoadResult {
+        latencies,
+        mut failed,
+        elapsed,
+        cpu: load_cpu,
+    } = load.run().await?;
     let after = store.stats();
-    let cpu = process_cpu().saturating_sub(cpu_before);
+    let cpu = cpu::process().saturating_sub(cpu_before);
+    let mut cpu_by_thread = cpu::ByThread::now().since(&threads_before);
+    cpu_by_thread.push(("bench-load".to_string(), load_cpu));
+    cpu_by_thread.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
     // Messages a broken connection never sent are failures too.
     failed += hooks.len().saturating_sub(latencies.len() + failed);
     let accepted = latencies.len();
@@ -701,16 +672,160 @@ async fn burst(
         writer_run: Duration::from_micros(after.run_us - before.run_us),
         writer_commit: Duration::from_micros(after.commit_us - before.commit_us),
         cpu,
+        cpu_by_thread,
     })
 }
 
-/// CPU time used so far by every thread of this process.
-fn process_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(
-        t.tv_sec.max(0) as u64,
-        t.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
+/// The load generator: Meta's side of the burst, on a thread and a single-threaded runtime of
+/// its own. On the appliance's runtime it would take turns with the webhook handlers on the one
+/// worker thread (see `main::runtime_workers`), so the server's worker would also be the
+/// client's, and the machine's second core would sit idle whenever the writer waits on the disk.
+/// Meta's delivery runs on machines of its own; the closest this machine can get is a thread the
+/// kernel schedules beside the appliance's.
+struct LoadGenerator {
+    go: tokio::sync::oneshot::Sender<()>,
+    done: tokio::sync::oneshot::Receiver<Result<LoadResult, BenchError>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// What the load generator measured of a burst.
+struct LoadResult {
+    /// Time to 200 of each webhook answered 200.
+    latencies: Vec<Duration>,
+    failed: usize,
+    elapsed: Duration,
+    /// CPU time of the load generator's thread in the burst (it has ended by the time the
+    /// appliance's threads are read).
+    cpu: Duration,
+}
+
+impl LoadGenerator {
+    /// Opens `concurrency` keep-alive connections and warms each with one webhook; returns once
+    /// they are ready, with nothing else sent yet.
+    async fn connect(
+        addr: std::net::SocketAddr,
+        host: String,
+        requests: Arc<Vec<WireRequest>>,
+        concurrency: usize,
+    ) -> Result<Self, BenchError> {
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let (go, go_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("bench-load".into())
+            .spawn(move || {
+                let result = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(Self::post_all(
+                        addr,
+                        host,
+                        requests,
+                        concurrency,
+                        ready_tx,
+                        go_rx,
+                    )),
+                    Err(e) => Err(BenchError::Setup(format!("load generator runtime: {e}"))),
+                };
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| BenchError::Setup(format!("load generator thread: {e}")))?;
+        let mut load = Self { go, done, thread };
+        if ready.await.is_err() {
+            // It stopped before its connections were ready: its result says why.
+            let failed = (&mut load.done).await;
+            let _ = load.thread.join();
+            return Err(match failed {
+                Ok(Err(e)) => e,
+                _ => BenchError::Setup("load generator stopped while connecting".into()),
+            });
+        }
+        Ok(load)
+    }
+
+    /// Starts the burst and waits for its last answer.
+    async fn run(self) -> Result<LoadResult, BenchError> {
+        let _ = self.go.send(());
+        let result = self
+            .done
+            .await
+            .map_err(|_| BenchError::Setup("load generator stopped without a result".into()));
+        let _ = self.thread.join();
+        result?
+    }
+
+    async fn post_all(
+        addr: std::net::SocketAddr,
+        host: String,
+        requests: Arc<Vec<WireRequest>>,
+        concurrency: usize,
+        ready: tokio::sync::oneshot::Sender<()>,
+        go: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<LoadResult, BenchError> {
+        let mut connections = Vec::with_capacity(concurrency);
+        for i in 0..concurrency {
+            let mut conn = MetaConnection::connect(addr).await?;
+            let warm = SignedWebhook::text(
+                &harness::customer(i),
+                &format!("wamid.warmup.{i:08}"),
+                "halo",
+            );
+            let status = conn
+                .post(&WireRequest::webhook(&host, WEBHOOK_PATH, &warm))
+                .await?;
+            if status != 200 {
+                return Err(BenchError::Setup(format!(
+                    "warm-up webhook answered {status}"
+                )));
+            }
+            connections.push(conn);
+        }
+        let _ = ready.send(());
+        go.await
+            .map_err(|_| BenchError::Setup("burst abandoned before it started".into()))?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let cpu_before = cpu::this_thread();
+        let started = Instant::now();
+        let mut clients = tokio::task::JoinSet::new();
+        for mut conn in connections {
+            let (requests, next) = (requests.clone(), next.clone());
+            clients.spawn(async move {
+                let mut latencies = Vec::with_capacity(requests.len() / concurrency + 1);
+                let mut failed = 0usize;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(request) = requests.get(i) else {
+                        break;
+                    };
+                    let sent = Instant::now();
+                    match conn.post(request).await {
+                        Ok(200) => latencies.push(sent.elapsed()),
+                        Ok(_) => failed += 1,
+                        // The connection is unusable: count what it would have sent as failed.
+                        Err(_) => {
+                            failed += 1;
+                            break;
+                        }
+                    }
+                }
+                (latencies, failed)
+            });
+        }
+        let mut latencies = Vec::with_capacity(requests.len());
+        let mut failed = 0;
+        while let Some(done) = clients.join_next().await {
+            let (l, f) = done.map_err(|e| BenchError::Setup(format!("client task: {e}")))?;
+            latencies.extend(l);
+            failed += f;
+        }
+        Ok(LoadResult {
+            latencies,
+            failed,
+            elapsed: started.elapsed(),
+            cpu: cpu::this_thread().saturating_sub(cpu_before),
+        })
+    }
 }
 
 /// Releases `app`'s held pipeline and waits until the conversations consumer has filed every

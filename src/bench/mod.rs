@@ -4,6 +4,7 @@
 //! Build with `--release` before believing any of it.
 
 pub mod baseline;
+pub mod cpu;
 pub mod harness;
 pub mod ingest;
 pub mod kb;
