@@ -64,6 +64,20 @@ impl TrustedProxies {
         self.0.iter().any(|n| n.contains(ip))
     }
 
+    /// The client of a request, from its socket peer (`ConnectInfo`; loopback for a request
+    /// served without one, as in router tests) and its headers.
+    pub fn client_of(
+        &self,
+        extensions: &axum::http::Extensions,
+        headers: &HeaderMap,
+    ) -> ClientInfo {
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        self.resolve(peer, headers)
+    }
+
     /// The client address and scheme of a request that arrived from `peer`.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> ClientInfo {
         let peer = canonical(peer);
@@ -119,6 +133,26 @@ pub struct ClientInfo {
     pub forwarded_proto: Option<String>,
 }
 
+/// Extractor: the client's address as far as we can believe it, for the routes served outside
+/// the [`resolve_client`] middleware (`web::access::Api::ungated`).
+pub struct ClientAddr(pub IpAddr);
+
+impl axum::extract::FromRequestParts<crate::web::AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::web::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            state
+                .ops
+                .proxies
+                .client_of(&parts.extensions, &parts.headers)
+                .ip,
+        ))
+    }
+}
+
 /// Middleware: resolves the client address, makes it available to handlers and logs the request
 /// (path without its query string: the subscription handshake carries a verify token there).
 pub async fn resolve_client(
@@ -126,12 +160,7 @@ pub async fn resolve_client(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let info = proxies.resolve(peer, request.headers());
+    let info = proxies.client_of(request.extensions(), request.headers());
     // The request log is off unless debugging; its path copy is made only then (every webhook
     // passes here).
     let logged = tracing::enabled!(tracing::Level::DEBUG)

@@ -5,95 +5,135 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::clientip::ClientInfo;
-use super::metrics;
+use super::{metrics, OpsState};
 use crate::web::AppState;
 
-use crate::whatsapp::routes::WEBHOOK_PATH;
-
-fn refuse(status: StatusCode, retry_after_s: u64, code: &str, message: &str) -> Response {
-    (
-        status,
-        [(header::RETRY_AFTER, retry_after_s.to_string())],
-        axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+/// A webhook request the guard turned away: answered with its status, a Retry-After and the
+/// usual JSON error.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    retry_after_s: u64,
+    code: &'static str,
+    message: String,
 }
 
-pub async fn webhook_guard(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.uri().path() != WEBHOOK_PATH {
-        return next.run(request).await;
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::RETRY_AFTER, self.retry_after_s.to_string())],
+            axum::Json(serde_json::json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
     }
-    let ip = request
-        .extensions()
-        .get::<ClientInfo>()
-        .map(|c| c.ip)
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let post = request.method() == Method::POST;
+}
+
+fn refuse(
+    status: StatusCode,
+    retry_after_s: u64,
+    code: &'static str,
+    message: impl Into<String>,
+) -> Refusal {
+    Refusal {
+        status,
+        retry_after_s,
+        code,
+        message: message.into(),
+    }
+}
+
+/// A webhook request let in by the guard; `settle` it with the answer.
+pub struct Admission<'a> {
+    ops: &'a OpsState,
+    ip: IpAddr,
+    post: bool,
+    /// Held until the answer: one of the bounded in-flight webhook slots.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+/// Lets a webhook request from `ip` in, or answers it with the refusal: 429 after too many
+/// failed requests from that address, and for a POST, 503 while the disk is nearly full or the
+/// storage writer is saturated. The webhook handlers call it themselves (they are served
+/// outside the router-wide middleware, see `web::access::Api::ungated`).
+pub fn admit<'a>(
+    state: &'a AppState,
+    ip: IpAddr,
+    method: &Method,
+) -> Result<Admission<'a>, Refusal> {
+    let post = method == Method::POST;
     let ops = &state.ops;
     if let Err(wait) = ops.webhook_failures.check(ip) {
         metrics::webhook_received("rate_limited");
-        return refuse(
+        return Err(refuse(
             StatusCode::TOO_MANY_REQUESTS,
             wait.as_secs().max(1),
             "rate_limited",
             "too many failed webhook requests from this address",
-        );
+        ));
     }
-    let _permit = if post {
+    let slot = if post {
         if let Err(e) = ops.disk.allow_webhooks() {
             metrics::webhook_received("disk_full");
-            return refuse(
+            return Err(refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 60,
                 e.code(),
-                &e.to_string(),
-            );
+                e.to_string(),
+            ));
         }
         let (waiting, capacity) = state.store.writer_backlog();
-        let permit = ops.webhook_slots.clone().try_acquire_owned().ok();
-        if waiting * 10 >= capacity * 9 || permit.is_none() {
+        let slot = ops.webhook_slots.clone().try_acquire_owned().ok();
+        if waiting * 10 >= capacity * 9 || slot.is_none() {
             metrics::webhook_received("shed");
-            return refuse(
+            return Err(refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 5,
                 "overloaded",
                 "the service is saturated; retry shortly",
-            );
+            ));
         }
-        permit
+        slot
     } else {
         None
     };
-    let response = next.run(request).await;
-    let status = response.status();
-    // Only failures count: a sender whose requests verify is never limited.
-    if matches!(
-        status,
-        StatusCode::BAD_REQUEST
-            | StatusCode::UNAUTHORIZED
-            | StatusCode::FORBIDDEN
-            | StatusCode::PAYLOAD_TOO_LARGE
-    ) {
-        ops.webhook_failures.record_failure(ip);
+    Ok(Admission {
+        ops,
+        ip,
+        post,
+        _slot: slot,
+    })
+}
+
+impl Admission<'_> {
+    /// Counts the answer: a failure against the sender's address (only failures count: a sender
+    /// whose requests verify is never limited), and every POST in the webhook metrics.
+    pub fn settle(self, response: Response) -> Response {
+        let status = response.status();
+        // The request log of the other routes (`clientip::resolve_client`), off unless debugging.
+        tracing::debug!(client = %self.ip, post = self.post, status = status.as_u16(), "webhook request");
+        if matches!(
+            status,
+            StatusCode::BAD_REQUEST
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            self.ops.webhook_failures.record_failure(self.ip);
+        }
+        if self.post {
+            metrics::webhook_received(match status {
+                s if s.is_success() => "accepted",
+                StatusCode::UNAUTHORIZED => "bad_signature",
+                StatusCode::BAD_REQUEST => "malformed",
+                StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                _ => "error",
+            });
+        }
+        response
     }
-    if post {
-        metrics::webhook_received(match status {
-            s if s.is_success() => "accepted",
-            StatusCode::UNAUTHORIZED => "bad_signature",
-            StatusCode::BAD_REQUEST => "malformed",
-            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-            _ => "error",
-        });
-    }
-    response
 }

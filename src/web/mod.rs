@@ -73,18 +73,15 @@ pub fn api(state: &AppState) -> Api {
 }
 
 pub fn router(state: AppState) -> Router {
-    let (router, _) = api(&state).into_router(&state);
-    router
+    let (gated, ungated) = api(&state).into_routers(&state);
+    gated
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
-        // Outermost first: who is calling, then the webhook guard (limits, disk, shedding).
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::ops::guard::webhook_guard,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             state.ops.proxies.clone(),
             crate::ops::clientip::resolve_client,
         ))
+        // Added after the layers, so without them (see `Api::ungated`).
+        .merge(ungated)
         .with_state(state)
 }
 

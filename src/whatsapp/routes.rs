@@ -4,16 +4,19 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::ingress::{self, IngestReport};
 use super::payload::{self, InboundMessage, MessageContent};
 use crate::conversations::{self, Message, MessageBody};
+use crate::ops::clientip::ClientAddr;
+use crate::ops::guard;
 use crate::people::Role;
 use crate::storage::ChannelId;
 use crate::tenants;
@@ -29,11 +32,12 @@ const WEBHOOK_BODY_LIMIT: usize = 3 * 1024 * 1024;
 pub fn api() -> Api {
     use Access::*;
     Api::new()
-        .get(WEBHOOK_PATH, Public, verify_subscription)
-        .on(
+        // Served outside the gate and the router-wide layers (the busiest path of all): the
+        // handlers admit themselves through the webhook guard, and authenticate by signature.
+        .ungated(Method::GET, WEBHOOK_PATH, get(verify_subscription))
+        .ungated(
             Method::POST,
             WEBHOOK_PATH,
-            Public,
             post(receive).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
         // The simulator plays customers of the tenant's sandbox channel: an admin's tool.
@@ -62,8 +66,22 @@ struct Handshake {
 /// Meta's subscription handshake: echo `hub.challenge` if the verify token is one of ours.
 async fn verify_subscription(
     State(state): State<AppState>,
-    Query(q): Query<Handshake>,
+    ClientAddr(client): ClientAddr,
+    method: Method,
+    query: Result<Query<Handshake>, QueryRejection>,
 ) -> Response {
+    let admission = match guard::admit(&state, client, &method) {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let answer = match query {
+        Ok(Query(q)) => handshake(&state, q),
+        Err(rejection) => rejection.into_response(),
+    };
+    admission.settle(answer)
+}
+
+fn handshake(state: &AppState, q: Handshake) -> Response {
     let token_ok = match q.verify_token.as_deref() {
         Some(token) => tenants::verify_token_known(&state.store, token).unwrap_or(false),
         None => false,
@@ -78,21 +96,41 @@ async fn verify_subscription(
 
 async fn receive(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    ClientAddr(client): ClientAddr,
+    request: Request,
+) -> Response {
+    // Admitted before the body is read: a refused flood costs no buffering.
+    let admission = match guard::admit(&state, client, &Method::POST) {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let signature = request.headers().get("x-hub-signature-256").cloned();
+    // The body limit is the route's (`DefaultBodyLimit` above), not the JSON API's.
+    let answer = match Bytes::from_request(request, &state).await {
+        Ok(body) => {
+            let signature = signature.as_ref().and_then(|v| v.to_str().ok());
+            accept(&state, signature, &body).await.into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    };
+    admission.settle(answer)
+}
+
+/// Parses, verifies, routes and stores one webhook delivery; answers 200 once it is durable.
+async fn accept(
+    state: &AppState,
+    signature: Option<&str>,
+    body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let parsed = payload::parse_webhook(&body)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let signature = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok());
+    let parsed =
+        payload::parse_webhook(body).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
     let mut report = IngestReport::default();
     let verified = ingress::route_and_verify(
         &state.store,
         &state.key,
         &state.routes,
         parsed,
-        &body,
+        body,
         signature,
         &mut report,
     )?;
