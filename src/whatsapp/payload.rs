@@ -53,7 +53,7 @@ impl PayloadError {
         }
     }
 
-    fn at(path: &str, detail: impl fmt::Display) -> Self {
+    fn at(path: impl fmt::Display, detail: impl fmt::Display) -> Self {
         PayloadError::Malformed(format!("{path}: {detail}"))
     }
 }
@@ -507,11 +507,10 @@ pub fn parse_webhook_full(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
     }
     let mut parsed = ParsedWebhook::default();
     for (i, entry) in notification.entry.into_iter().enumerate() {
-        let path = format!("entry[{i}]");
-        let entry: WireEntry = from_raw(entry, &path)?;
+        let entry: WireEntry = from_raw(entry, Place::entry(i))?;
         for (j, change) in entry.changes.into_iter().enumerate() {
-            let path = format!("{path}.changes[{j}]");
-            let change: WireChange = from_raw(change, &path)?;
+            let place = Place::entry(i).change(j);
+            let change: WireChange = from_raw(change, place)?;
             if change.field != MESSAGES_FIELD {
                 parsed.skipped.push(SkippedChange {
                     waba_id: entry.id.0.clone(),
@@ -519,24 +518,69 @@ pub fn parse_webhook_full(body: &[u8]) -> Result<ParsedWebhook, PayloadError> {
                 });
                 continue;
             }
-            let batch = parse_change_value(entry.id.0.clone(), change.value, &path)?;
+            let batch = parse_change_value(entry.id.0.clone(), change.value, place.value())?;
             parsed.batches.push(batch);
         }
     }
     Ok(parsed)
 }
 
+/// Where a part of the envelope sits in the body (`entry[0].changes[1].value`), for error
+/// messages only: it is spelled out when an error names it, never on the way to a 200.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    entry: usize,
+    change: Option<usize>,
+    value: bool,
+}
+
+impl Place {
+    fn entry(entry: usize) -> Self {
+        Self {
+            entry,
+            change: None,
+            value: false,
+        }
+    }
+
+    fn change(self, change: usize) -> Self {
+        Self {
+            change: Some(change),
+            ..self
+        }
+    }
+
+    fn value(self) -> Self {
+        Self {
+            value: true,
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "entry[{}]", self.entry)?;
+        if let Some(change) = self.change {
+            write!(f, ".changes[{change}]")?;
+        }
+        if self.value {
+            f.write_str(".value")?;
+        }
+        Ok(())
+    }
+}
+
 fn parse_change_value(
     waba_id: String,
     value: Option<&RawValue>,
-    change_path: &str,
+    path: Place,
 ) -> Result<ChangeBatch, PayloadError> {
-    let path = format!("{change_path}.value");
     let value: WireValue = match value {
-        Some(value) => from_raw(value, &path)?,
+        Some(value) => from_raw(value, path)?,
         None => {
             return Err(PayloadError::at(
-                &path,
+                path,
                 "missing or null, expected a JSON object",
             ))
         }
@@ -550,7 +594,7 @@ fn parse_change_value(
             .or_else(|| contact.user_id.clone())
             .ok_or_else(|| {
                 PayloadError::at(
-                    &format!("{path}.contacts[{k}]"),
+                    format_args!("{path}.contacts[{k}]"),
                     "has neither `wa_id` nor `user_id`",
                 )
             })?;
@@ -564,14 +608,14 @@ fn parse_change_value(
     let mut messages = Vec::with_capacity(value.messages.len());
     for (k, message) in value.messages.into_iter().enumerate() {
         let message = parse_message(message)
-            .map_err(|e| PayloadError::at(&format!("{path}.messages[{k}]"), e))?;
+            .map_err(|e| PayloadError::at(format_args!("{path}.messages[{k}]"), e))?;
         messages.push(message);
     }
 
     let mut statuses = Vec::with_capacity(value.statuses.len());
     for (k, status) in value.statuses.into_iter().enumerate() {
         let status = parse_status(status)
-            .map_err(|e| PayloadError::at(&format!("{path}.statuses[{k}]"), e))?;
+            .map_err(|e| PayloadError::at(format_args!("{path}.statuses[{k}]"), e))?;
         statuses.push(status);
     }
 

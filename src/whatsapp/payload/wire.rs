@@ -29,7 +29,7 @@ pub(super) fn view_obj<'a, T: Deserialize<'a>>(part: Option<&'a RawValue>) -> Op
 /// Parses one level of the envelope from its raw text, with `path` in front of any error.
 pub(super) fn from_raw<'a, T: Deserialize<'a>>(
     raw: &'a RawValue,
-    path: &str,
+    path: impl fmt::Display,
 ) -> Result<T, PayloadError> {
     serde_json::from_str::<Obj<T>>(raw.get())
         .map(|o| o.0)
