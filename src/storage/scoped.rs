@@ -225,14 +225,22 @@ impl<'t> TenantWrite<'_, 't> {
         key: &[u8],
         value: &Encoded<V>,
     ) -> Result<bool, StoreError> {
-        if self.contains(collection, key)? {
-            return Ok(false);
-        }
+        // One walk down the tree instead of a lookup then an insert: the webhook path calls this
+        // for every message, and a key already present (a redelivery) is the rare case.
         let full = tenant_key(&self.tenant, collection.tag, key);
-        self.tables
+        let previous = self
+            .tables
             .tenant
-            .insert(full.as_slice(), value.as_bytes())?;
-        Ok(true)
+            .insert(full.as_slice(), value.as_bytes())?
+            .map(|old| old.value().to_vec());
+        match previous {
+            None => Ok(true),
+            Some(old) => {
+                // Put the first value back: a redelivery changes nothing.
+                self.tables.tenant.insert(full.as_slice(), old.as_slice())?;
+                Ok(false)
+            }
+        }
     }
 
     pub fn delete<V: Record>(

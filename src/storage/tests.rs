@@ -536,3 +536,36 @@ async fn operator_count_counts_the_rows_under_a_prefix_and_nothing_beside_it() {
     assert_eq!(count(b"c"), 0);
     assert_eq!(count(b""), 4);
 }
+
+#[tokio::test]
+async fn insert_new_encoded_keeps_the_first_value_of_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let first = record::Encoded::new(&note("first")).unwrap();
+    let again = record::Encoded::new(&note("again")).unwrap();
+    let inserted = store
+        .write(move |ctx| {
+            let mut t = ctx.tenant(a);
+            let fresh = t.insert_new_encoded(&NOTES, b"wamid.1", &first)?;
+            let repeated = t.insert_new_encoded(&NOTES, b"wamid.1", &again)?;
+            // The same key bytes of another tenant are another row.
+            let other = ctx
+                .tenant(b)
+                .insert_new_encoded(&NOTES, b"wamid.1", &again)?;
+            Ok((fresh, repeated, other))
+        })
+        .await
+        .unwrap();
+    assert_eq!(inserted, (true, false, true));
+    let (kept, others) = store
+        .read(|r| {
+            Ok((
+                r.tenant(a).get(&NOTES, b"wamid.1")?,
+                r.tenant(b).get(&NOTES, b"wamid.1")?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(kept.map(|n| n.text), Some("first".to_string()));
+    assert_eq!(others.map(|n| n.text), Some("again".to_string()));
+}
