@@ -258,11 +258,10 @@ pub async fn launch_with(
         crate::analytics::handler(store.clone()),
     ];
     for handler in handlers {
-        let rx = receivers
+        let mut rx = receivers
             .remove(&handler.consumer())
             .ok_or_else(|| LaunchError::Setup("consumer wired twice".into()))?;
         let (store, stop, mut held) = (store.clone(), stop_rx.clone(), held.clone());
-        let mut rx = rx;
         workers.push(tokio::spawn(async move {
             // While held, live envelopes are dropped as they arrive: redb has every one of them,
             // and the dispatcher starts by reading the backlog from redb a page at a time.

@@ -154,15 +154,15 @@ impl axum::extract::FromRequestParts<crate::web::AppState> for ClientAddr {
 }
 
 /// Middleware: resolves the client address, makes it available to handlers and logs the request
-/// (path without its query string: the subscription handshake carries a verify token there).
+/// (path without its query string, which may carry a token). The webhook routes are served
+/// without it and log through the webhook guard (`ops::guard::Admission::settle`).
 pub async fn resolve_client(
     axum::extract::State(proxies): axum::extract::State<std::sync::Arc<TrustedProxies>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let info = proxies.client_of(request.extensions(), request.headers());
-    // The request log is off unless debugging; its path copy is made only then (every webhook
-    // passes here).
+    // The request log is off unless debugging; its path copy is made only then.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().path().to_string()));
     let client = info.ip;
